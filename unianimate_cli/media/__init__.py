@@ -1,0 +1,1 @@
+"""Video and image reading and writing (PyAV, Pillow)."""

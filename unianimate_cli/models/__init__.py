@@ -1,0 +1,1 @@
+"""Network definitions whose attribute names follow the official checkpoints' keys."""

@@ -1,0 +1,1 @@
+"""DWPose extraction, pose alignment to the reference body, and skeleton drawing."""

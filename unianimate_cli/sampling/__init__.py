@@ -1,0 +1,1 @@
+"""Noise schedule, DDIM sampling, guidance and long-video windowing (no UNet inside)."""
