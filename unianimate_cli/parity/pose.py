@@ -128,7 +128,9 @@ def _is_align_parent(folder: Path) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     cases = data.get("cases") if isinstance(data, dict) else None
-    return bool(cases) and all(isinstance(c, dict) and _is_align_case(folder / str(c.get("case"))) for c in cases)
+    if not isinstance(cases, list) or not cases:
+        return False
+    return all(isinstance(c, dict) and _is_align_case(folder / str(c.get("case"))) for c in cases)
 
 
 def run_align_case(folder: Path, prefix: str = "") -> list[Comparison]:

@@ -26,6 +26,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from unianimate_cli.errors import InputError
 from unianimate_cli.pose.keypoints import PoseFrame
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def choose_calibration_frame(frames: Sequence[PoseFrame], calibration: Calibrati
     body joints, then most visible hand points; the earliest wins ties); an int is used as is.
     """
     if not frames:
-        raise ValueError("no frames to calibrate on")
+        raise InputError("no driving frames to calibrate the alignment on", "check the driving video")
     if calibration == "first":
         return 0
     if calibration == "auto":
@@ -182,9 +183,12 @@ def choose_calibration_frame(frames: Sequence[PoseFrame], calibration: Calibrati
         return keys.index(best)
     if isinstance(calibration, int) and not isinstance(calibration, bool):
         if not 0 <= calibration < len(frames):
-            raise ValueError(f"calibration frame {calibration} is outside 0..{len(frames) - 1}")
+            raise InputError(
+                f"calibration frame {calibration} does not exist: the driving poses have {len(frames)} frames",
+                f"choose 0..{len(frames) - 1}, 'first' or 'auto'",
+            )
         return calibration
-    raise ValueError(f"calibration must be 'first', 'auto' or a frame index, got {calibration!r}")
+    raise InputError(f"calibration {calibration!r} is not 'first', 'auto' or a frame index")
 
 
 def align_poses(
@@ -209,7 +213,7 @@ def align_poses(
 
 def _align_reference(reference: PoseFrame, driving: Sequence[PoseFrame], calibration: Calibration) -> AlignResult:
     if not driving:
-        raise ValueError("the reference alignment needs at least one driving frame")
+        raise InputError("no driving frames to align", "check the driving video")
     k = choose_calibration_frame(driving, calibration)
     R = reference.body
     Z = driving[k].body
