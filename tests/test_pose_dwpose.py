@@ -149,3 +149,37 @@ def test_missing_model_file(tmp_path: Path, onnx_dir: Path) -> None:
     bad.write_bytes(b"not a model")
     with pytest.raises(WeightsError, match="cannot be loaded"):
         DWPose(bad, onnx_dir / "tiny_dwpose.onnx")
+
+
+def test_photo_and_video_extraction_helpers(onnx_dir: Path, model: DWPose) -> None:
+    from unianimate_cli.pose.dwpose import extract_photo_pose, extract_video_poses
+
+    image1_bgr = _image(onnx_dir, "image1")
+    white_bgr = _image(onnx_dir, "image2_white")
+    photo = extract_photo_pose(model, image1_bgr[..., ::-1], "photo.png")
+    direct = select_person(model.people(image1_bgr))
+    assert photo.equals(direct)
+    with pytest.raises(InputError, match="no person found in white.png"):
+        extract_photo_pose(model, white_bgr[..., ::-1], "white.png")
+    seen: list[int] = []
+    frames_rgb = [image1_bgr[..., ::-1], white_bgr[..., ::-1], image1_bgr[..., ::-1]]
+    poses = list(extract_video_poses(model, iter(frames_rgb), "clip.mp4", progress=seen.append))
+    assert len(poses) == 3 and seen == [1, 2, 3]
+    assert poses[0].equals(photo) and poses[2].equals(photo)
+    assert poses[1].box_xyxy is None  # whole-image pose where nobody was detected
+    with pytest.raises(InputError, match="RGB uint8"):
+        extract_photo_pose(model, image1_bgr[..., 0], "grey.png")
+
+
+def test_provider_message_says_what_runs(model: DWPose) -> None:
+    assert model.provider in model.provider_message
+    assert "\n" not in model.provider_message
+
+
+@pytest.mark.gpu
+def test_cuda_provider_runs_and_matches(onnx_dir: Path) -> None:
+    gpu = DWPose(onnx_dir / "tiny_yolox.onnx", onnx_dir / "tiny_dwpose.onnx", device="auto")
+    assert gpu.provider == "CUDAExecutionProvider", gpu.provider_message
+    assert gpu.notice is None
+    comparisons = run_onnx(onnx_dir)
+    assert all(c.ok for c in comparisons), [c for c in comparisons if not c.ok]

@@ -334,9 +334,14 @@ class DWPose:
         wanted_cuda = providers[0] == "CUDAExecutionProvider" or device == "cuda"
         self.notice: str | None = None
         if wanted_cuda and self.provider != "CUDAExecutionProvider":
-            self.notice = f"DWPose runs on {self.provider}: the CUDA provider could not start"
+            why = "the CUDA provider could not start" if providers[0] == "CUDAExecutionProvider" else "no usable CUDA device"
+            self.notice = f"DWPose runs on {self.provider}: {why}"
             log.warning(self.notice)
-        log.info("DWPose provider: %s", self.provider)
+        self.provider_message: str = self.notice or (
+            f"DWPose runs on {self.provider}"
+            + ("" if self.provider == "CUDAExecutionProvider" else " (no CUDA device visible to torch)")
+        )
+        log.info(self.provider_message)
 
         det_in = self.det_session.get_inputs()[0]
         self._det_input_name = det_in.name
@@ -554,6 +559,7 @@ def track_person(
     box (nobody detected) passes that pose through and keeps tracking the last box.
     """
     prev: tuple[float, float, float, float] | None = None
+    has_detector_boxes = False
     warned = False
     for i, people in enumerate(people_per_frame):
         if not people:
@@ -569,9 +575,11 @@ def track_person(
         if len(people) > 1 and not warned:
             log.warning("several people in %s; following one person from frame %d", name, i)
             warned = True
-        box = person_box(chosen)
-        if box is not None:
-            prev = box
+        # a whole-image pose (nobody detected) must not move the track once real boxes exist
+        if chosen.box_xyxy is not None:
+            prev, has_detector_boxes = chosen.box_xyxy, True
+        elif not has_detector_boxes:
+            prev = person_box(chosen) or prev
         yield chosen
 
 
@@ -591,3 +599,49 @@ def _has_box(people: Sequence[PoseFrame]) -> bool:
 
 
 ProgressCallback = Callable[[int], None]
+
+
+# ----- what the extract-pose stage calls ----------------------------------------------------------
+
+
+def extract_photo_pose(model: DWPose, image_rgb: np.ndarray, name: str, person: PersonChoice = "auto") -> PoseFrame:
+    """The pose of the person in a photo (RGB uint8 H x W x 3, as ``media.image.load_image`` gives).
+
+    The models get BGR, as in the reference. Unlike the reference, a photo where the detector
+    finds nobody raises InputError naming ``name`` instead of posing the whole image.
+    """
+    people = model.people(_to_bgr(image_rgb), whole_image_fallback=False)
+    return select_person(people, person, name)
+
+
+def extract_video_poses(
+    model: DWPose,
+    frames_rgb: Iterable[np.ndarray],
+    name: str,
+    person: PersonChoice = "auto",
+    progress: ProgressCallback | None = None,
+) -> Iterator[PoseFrame]:
+    """One pose per video frame (RGB uint8), the chosen person tracked through the video.
+
+    Frames without a detection get the reference's whole-image pose (usually all invisible, so
+    a black pose frame). ``progress`` is called with the number of frames done so far. The pose
+    model runs on crops of several frames at once when it allows a dynamic batch.
+    """
+    done = 0
+
+    def counted(people_stream: Iterator[list[PoseFrame]]) -> Iterator[list[PoseFrame]]:
+        nonlocal done
+        for people in people_stream:
+            yield people
+            done += 1
+            if progress is not None:
+                progress(done)
+
+    bgr = (_to_bgr(f) for f in frames_rgb)
+    yield from track_person(counted(model.people_batched(bgr)), person, name)
+
+
+def _to_bgr(image_rgb: np.ndarray) -> np.ndarray:
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+        raise InputError(f"expected an RGB uint8 image of shape (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}")
+    return np.ascontiguousarray(image_rgb[..., ::-1])
