@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import pytest
@@ -20,7 +21,7 @@ from unianimate_cli.models.clip import (
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> torch.nn.Module:
+def tiny_model() -> Any:
     torch.manual_seed(0)
     model = open_clip.model.CLIP(**tiny_clip_config())
     # open_clip zero-inits nothing that matters here, but make the text path clearly non-trivial.
@@ -41,7 +42,7 @@ def test_vit_h14_builds_on_meta_with_the_official_layout() -> None:
     assert model.transformer.width == 1024 and len(model.transformer.resblocks) == 24
 
 
-def test_encode_image_is_the_unnormalised_visual_output(tiny_model: torch.nn.Module) -> None:
+def test_encode_image_is_the_unnormalised_visual_output(tiny_model: Any) -> None:
     encoder = ClipImageEncoder(tiny_model)
     size = tiny_clip_config()["vision_cfg"]["image_size"]
     pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -57,7 +58,7 @@ def _text_input(model: torch.nn.Module) -> torch.Tensor:
     return open_clip.tokenize([""], context_length=model.context_length)
 
 
-def test_zero_y_is_the_penultimate_block_through_ln_final(tiny_model: torch.nn.Module) -> None:
+def test_zero_y_is_the_penultimate_block_through_ln_final(tiny_model: Any) -> None:
     encoder = ClipImageEncoder(tiny_model)
     zero_y = encoder.empty_text_features()
     tokens = _text_input(tiny_model)
@@ -76,7 +77,7 @@ def test_zero_y_is_the_penultimate_block_through_ln_final(tiny_model: torch.nn.M
     assert (zero_y - last).abs().max() > 1e-2
 
 
-def test_load_clip_encoder_assigns_weights_and_rebuilds_the_mask(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+def test_load_clip_encoder_assigns_weights_and_rebuilds_the_mask(tmp_path: Path, tiny_model: Any) -> None:
     path = tmp_path / "clip.bin"
     torch.save(tiny_model.state_dict(), path)
     encoder = load_clip_encoder(path, config=tiny_clip_config())
@@ -89,7 +90,7 @@ def test_load_clip_encoder_assigns_weights_and_rebuilds_the_mask(tmp_path: Path,
     assert half.encode_image(torch.zeros(1, 3, 32, 32)).dtype == torch.float32
 
 
-def test_load_clip_encoder_names_the_file_when_keys_do_not_fit(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+def test_load_clip_encoder_names_the_file_when_keys_do_not_fit(tmp_path: Path, tiny_model: Any) -> None:
     state = dict(tiny_model.state_dict())
     state.pop("ln_final.weight")
     path = tmp_path / "clip.bin"
@@ -98,7 +99,7 @@ def test_load_clip_encoder_names_the_file_when_keys_do_not_fit(tmp_path: Path, t
         load_clip_encoder(path, config=tiny_clip_config())
 
 
-def test_zero_y_cache_is_reused_only_for_the_same_weights(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+def test_zero_y_cache_is_reused_only_for_the_same_weights(tmp_path: Path, tiny_model: Any) -> None:
     encoder = ClipImageEncoder(tiny_model)
     cache = tmp_path / "cache" / "zero_y.safetensors"
     first = cached_empty_text_features(encoder, cache, "aaaa")

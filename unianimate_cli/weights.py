@@ -295,8 +295,9 @@ def _torch_load(path: Path, label: str) -> Any:
                 f"{label} holds objects that are not allowed in a weight file ({found.group(1)}); refusing to load it",
                 "use the official file, or convert it to safetensors with a tool you trust",
             ) from exc
+        detail = re.search(r"WeightsUnpickler error: (.*?)(?:\n\n|$)", text, re.S)
         raise WeightsError(
-            f"{label} is not a readable checkpoint ({_short(exc)})",
+            f"{label} is not a readable checkpoint ({_short(detail.group(1) if detail else exc)})",
             "the file is probably truncated or corrupt; download it again",
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as exc:
@@ -306,7 +307,7 @@ def _torch_load(path: Path, label: str) -> Any:
         ) from exc
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: object) -> str:
     text = " ".join(str(exc).split())
     return text[:160] + ("..." if len(text) > 160 else "")
 

@@ -23,12 +23,15 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from unianimate_cli.errors import WeightsError
+
+if TYPE_CHECKING:
+    from open_clip.model import CLIP
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ def tiny_clip_config() -> dict[str, Any]:
     }
 
 
-def build_clip(config: Mapping[str, Any] | None = None, device: torch.device | str = "cpu") -> nn.Module:
+def build_clip(config: Mapping[str, Any] | None = None, device: torch.device | str = "cpu") -> CLIP:
     """``open_clip.model.CLIP(**config)`` built directly on ``device`` (``"meta"``: no memory, no init)."""
     from open_clip.model import CLIP
 
@@ -70,7 +73,7 @@ def build_clip(config: Mapping[str, Any] | None = None, device: torch.device | s
         return CLIP(**cfg)
 
 
-def build_vit_h14(device: torch.device | str = "meta") -> nn.Module:
+def build_vit_h14(device: torch.device | str = "meta") -> CLIP:
     """The official ViT-H-14 (986,109,441 parameters, 686 state-dict tensors), on meta by default."""
     return build_clip(None, device)
 
@@ -98,7 +101,7 @@ class ClipImageEncoder:
     """An open_clip ``CLIP`` in eval mode, with the two calls UniAnimate needs."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model.eval()
+        self.model: Any = model.eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
 
