@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Iterator
@@ -173,3 +174,25 @@ def test_set_resolution_retargets_the_condition_pools() -> None:
         )
     assert out.shape == (1, 4, 2, 4, 6)
     assert model.config.resolution == (48, 32)
+
+
+def test_reduced_precision_weights_take_float32_inputs() -> None:
+    """bfloat16 weights: inputs are cast once on entry, v comes back in x's dtype, close to float32."""
+    model = _random_twin()
+    inputs = _twin_inputs(batch=1, frames=2)
+    with torch.no_grad():
+        ref = model(**inputs)
+        out = copy.deepcopy(model).to(torch.bfloat16)(**inputs)
+    assert out.dtype == torch.float32
+    rel_l2 = float((out - ref).norm() / ref.norm())
+    assert 0 < rel_l2 < 0.1  # bfloat16 keeps 8 mantissa bits: a few percent, not garbage
+
+
+def test_train_mode_changes_nothing() -> None:
+    """Inference-only: no dropout or condition dropout, so train() gives the eval() result."""
+    model = _random_twin()
+    inputs = _twin_inputs(batch=1, frames=2)
+    with torch.no_grad():
+        evaluated = model.eval()(**inputs)
+        trained = model.train()(**inputs)
+    assert torch.equal(evaluated, trained)

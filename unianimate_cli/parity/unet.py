@@ -151,8 +151,8 @@ def _call_arguments(
 ) -> dict[str, Any]:
     """Forward keyword arguments for one output, from its call pattern string.
 
-    A pattern reads like ``model(x, t, image=image, dwpose=dwpose)  # comment``: positional
-    arguments are x and t; each keyword names an input tensor. ``t`` stands for the input
+    A pattern reads like ``model(x, t, image=image, dwpose=dwpose)  # comment``: x and t
+    come first (or as keywords); each argument names an input tensor. ``t`` stands for the input
     named by the output's ``"t"`` entry (e.g. ``t_a``).
     """
     pattern_name = spec.get("pattern")
@@ -176,15 +176,17 @@ def _call_arguments(
             raise ParityError(f"inputs.safetensors lacks {name!r}, needed by pattern {pattern_name!r}")
         return inputs[name]
 
-    if len(call.args) != 2:
-        raise ParityError(f"config.json: pattern {pattern_name!r} must pass x and t positionally")
-    args = {"x": tensor(call.args[0], "x"), "t": tensor(call.args[1], "t")}
+    if len(call.args) > 2:
+        raise ParityError(f"config.json: pattern {pattern_name!r} passes more than x and t positionally")
+    args = {role: tensor(node, role) for role, node in zip(("x", "t"), call.args)}
     for kw in call.keywords:
-        if kw.arg not in _FORWARD_KEYWORDS:
+        if kw.arg not in _FORWARD_KEYWORDS | {"x", "t"}:
             raise ParityError(f"config.json: pattern {pattern_name!r} passes unsupported argument {kw.arg!r}")
         if isinstance(kw.value, ast.Constant) and kw.value.value is None:
             continue
         args[kw.arg] = tensor(kw.value, kw.arg)
+    if "x" not in args or "t" not in args:
+        raise ParityError(f"config.json: pattern {pattern_name!r} does not pass both x and t")
     return args
 
 
