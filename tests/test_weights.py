@@ -209,7 +209,7 @@ def test_load_into_lists_missing_unexpected_and_mismatched_keys() -> None:
     assert "shape mismatch 1 (0.weight (5, 4) vs (3, 4))" in msg
     good = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)).state_dict()
     W.load_into(module, good, "toy")
-    assert torch.equal(module[0].weight  # type: ignore[arg-type], good["0.weight"])
+    assert torch.equal(module[0].weight, good["0.weight"])  # type: ignore[arg-type]
 
 
 def test_load_into_assigns_onto_a_meta_module() -> None:
