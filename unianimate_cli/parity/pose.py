@@ -398,9 +398,72 @@ def run_onnx(folder: Path) -> list[Comparison]:
     return out
 
 
-CHECKERS: tuple[Checker, ...] = (
+# ----- the pose/ parent: onnx_io.json tables + every sub-folder ---------------------------------
+
+
+def _is_pose_parent(folder: Path) -> bool:
+    return (folder / "onnx_io.json").is_file()
+
+
+def run_onnx_io(path: Path) -> list[Comparison]:
+    """Our index tables and constants against onnx_io.json, on index-coded input as it was measured."""
+    from unianimate_cli.pose import dwpose
+    from unianimate_cli.pose.keypoints import PoseFrame
+
+    io = _read_json(path)
+    out: list[Comparison] = []
+    coco = np.stack([np.arange(133, dtype=np.float64), np.zeros(133)], axis=-1)[None]
+    wk, _ = dwpose.wholebody_from_coco(coco, np.ones((1, 133)))
+    table = io["wholebody_conversion"]["table_measured"]
+    rows = [e for e in table if isinstance(e.get("from_coco"), int)]
+    out.append(_exact("onnx_io/wholebody_table", [wk[0, e["index"], 0] for e in rows], [e["from_coco"] for e in rows]))
+    det = io["dwpose_detector"]
+    # normalise by width 1, height 1 so the coordinates stay the COCO index codes
+    frame = PoseFrame.from_wholebody(coco[0], np.ones(133), 1, 1)
+    ours, ref = [], []
+    for e in det["body20_measured"]:
+        if isinstance(e.get("from_coco"), int):
+            ours.append(frame.body[e["index"], 0])
+            ref.append(e["from_coco"])
+        elif "measured_source" in e:
+            ours.append(frame.body[e["index"], 0])
+            ref.append(e["measured_source"])
+    out.append(_exact("onnx_io/body20_table", ours, ref))
+    hands = det.get("hands_measured_coco_indices")
+    if hands:
+        out.append(_exact("onnx_io/hands_table", frame.hands[..., 0], hands))
+    faces = det.get("faces_measured_coco_indices")
+    if faces:
+        out.append(_exact("onnx_io/faces_range", [frame.face[0, 0], frame.face[-1, 0]], faces))
+    post = io["detector"]["postprocess"]
+    out.append(
+        _exact(
+            "onnx_io/detector_constants",
+            [*dwpose.YOLOX_STRIDES, dwpose.NMS_SCORE_THRESHOLD, dwpose.NMS_IOU_THRESHOLD, dwpose.PERSON_SCORE_THRESHOLD, dwpose.PERSON_CLASS],
+            [*post["strides"], post["score_threshold"], post["nms_iou_threshold"], post["person_score_threshold"], post["person_class"]],
+        )
+    )
+    out.append(_exact("onnx_io/simcc_split_ratio", dwpose.SIMCC_SPLIT_RATIO, io["pose"]["postprocess"]["split_ratio"]))
+    return out
+
+
+def run_pose_parent(folder: Path) -> list[Comparison]:
+    out = run_onnx_io(folder / "onnx_io.json")
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for checker in _SUB_CHECKERS:
+            if checker.detect(sub):
+                out.extend(
+                    Comparison(f"{sub.name}/{c.name}", c.max_abs, c.rel_l2, c.ok, c.detail) for c in checker.run(sub)
+                )
+                break
+    return out
+
+
+_SUB_CHECKERS: tuple[Checker, ...] = (
     Checker("pose-align", _is_align_parent, run_align_parent),
     Checker("pose-align-case", _is_align_case, run_align_case),
     Checker("pose-draw", _is_draw, run_draw),
     Checker("pose-onnx", _is_onnx, run_onnx),
 )
+
+CHECKERS: tuple[Checker, ...] = (Checker("pose", _is_pose_parent, run_pose_parent), *_SUB_CHECKERS)
