@@ -158,7 +158,12 @@ def _open_input(path: Path) -> av.container.InputContainer:
         container.close()
         raise InputError(f"{path} is an image ({fmt}), not a video", _VIDEO_HINT)
     if not container.streams.video:
-        kind = "audio only" if container.streams.audio else "no picture track"
+        if container.streams.audio:
+            kind = "audio only"
+        elif len(container.streams) == 0:
+            kind = "no tracks, or only empty ones: zero frames"
+        else:
+            kind = "no picture track"
         container.close()
         raise InputError(f"{path} has no video track ({kind})", _VIDEO_HINT)
     return container
@@ -547,7 +552,10 @@ def write_video(
 
     tmp = _temp_path(path)
     try:
-        container = av.open(str(tmp), mode="w", format=_muxer_for(path))
+        muxer = _muxer_for(path)
+        # faststart puts the index first so browsers can play the file while it downloads.
+        options = {"movflags": "+faststart"} if muxer in ("mp4", "mov") else {}
+        container = av.open(str(tmp), mode="w", format=muxer, options=options)
         try:
             result = _encode_into(
                 container,
@@ -687,6 +695,7 @@ class _AudioPump:
         self._start_s = start_s
         self._duration_s = duration_s  # None: decided by the video length in finish()
         self._source = source
+        self._track = track
         self._buffer = np.zeros((self._channels, 0), dtype=np.float32)
         self._sent = 0  # samples handed to the encoder
         self._av = av
@@ -708,6 +717,11 @@ class _AudioPump:
 
         rate = self._rate
         begin = round(self._start_s * rate)  # absolute sample on the source clock
+        # Decoders hand out the encoder's padding of the last AAC packet too; the track's
+        # stated duration is where the real audio ends.
+        stop: int | None = None
+        if self._track.duration_s is not None:
+            stop = round((self._track.start_time_s + self._track.duration_s) * rate)
         with av.open(str(self._source), mode="r") as src:
             astream = src.streams.audio[0]
             if self._start_s > 1.0 and astream.time_base is not None:
@@ -720,8 +734,12 @@ class _AudioPump:
                         data = out.to_ndarray().astype(np.float32, copy=False).reshape(self._channels, -1)
                         if position is None:
                             position = round(float(out.time) * rate) if out.time is not None else 0
+                        if stop is not None:
+                            data = data[:, : max(0, stop - position)]
                         chunk_start = position - begin
                         position += data.shape[1]
+                        if data.shape[1] == 0:
+                            continue
                         if chunk_start + data.shape[1] <= 0:
                             continue
                         if chunk_start < 0:
