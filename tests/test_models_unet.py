@@ -147,7 +147,10 @@ def test_twin_batch_items_are_independent() -> None:
     with torch.no_grad():
         both = model(**inputs)
         second = model(**{k: v[1:] for k, v in inputs.items()})
+        shared_t = model(**{**inputs, "t": torch.tensor([7])})
+        per_item_t = model(**{**inputs, "t": torch.tensor([7, 7])})
     torch.testing.assert_close(both[1:], second, rtol=1e-5, atol=1e-5)
+    assert torch.equal(shared_t, per_item_t)
 
 
 def test_forward_explains_missing_zero_y_and_wrong_resolution() -> None:

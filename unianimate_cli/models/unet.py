@@ -344,7 +344,7 @@ class UniAnimateUNet(nn.Module):
         """Predict ``v`` for the noisy latent video ``x`` at integer timesteps ``t``.
 
         Shapes (H, W pixels = ``config.resolution`` reversed; h, w = latent size):
-        x [b, 4, f, h, w]; t int64 [b]; image [b, 1, context_dim] CLIP image embedding;
+        x [b, 4, f, h, w]; t int64 [b] (or one value for all); image [b, 1, context_dim] CLIP image embedding;
         local_image [b, 3, f, H, W] reference image in [0, 1] (not normalised);
         dwpose [b, 3, f + 1, H, W] pose images in [0, 1], frame 0 the reference pose;
         randomref [b, 4, f, h, w] reference latent (only frame 0 is read).
@@ -369,6 +369,9 @@ class UniAnimateUNet(nn.Module):
         unet_in = torch.cat([ref_frame, torch.cat([x, concat], dim=1)], dim=2)  # b c (1 + f) h w
         _emit(trace, "unet_input", unet_in)
 
+        t = torch.as_tensor(t, device=x.device).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(batch)  # one timestep for the whole batch
         sinusoid = sinusoidal_embedding(t, self.config.dim).to(dtype)
         _emit(trace, "sinusoidal", sinusoid)
         emb = self.time_embed(sinusoid)
