@@ -143,6 +143,7 @@ def test_sd_checkpoint_with_lightning_callbacks_loads_its_vae(tmp_path: Path, mo
     with pytest.raises(Exception, match="ModelCheckpoint"):  # plain weights_only load refuses it
         torch.load(path, weights_only=True)
     assert _same(W.load_state_dict(path, select_prefix=W.SD_VAE_PREFIX), state)
+    assert W.disallowed_globals(path) == []
     everything = W.load_state_dict(path)
     assert "model.diffusion_model.out.0.weight" in everything and "global_step" not in everything
     with pytest.raises(WeightsError, match="no keys with prefix 'first_stage_model.'"):
@@ -176,6 +177,8 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path: Path, legacy: 
     assert "evil.pth" in info.value.message
     assert not marker.exists()
     assert "makedirs" in info.value.message and "refusing" in info.value.message
+    if not legacy:
+        assert any("makedirs" in g for g in W.disallowed_globals(path))
 
 
 def test_truncated_and_empty_files_name_the_file(tmp_path: Path) -> None:
@@ -274,6 +277,10 @@ def test_models_json_family_loads_tiny_vae_and_clip(tmp_path: Path) -> None:
     assert model_set.path("detector") == other / W.DETECTOR_FILE  # found beyond the family folder
     with pytest.raises(WeightsError, match="pose.onnx"):
         model_set.path("pose")
+    status = {s.component: s for s in W.model_set_status(model_set)}
+    assert status["vae"].path == family / "vae.safetensors"
+    assert status["pose"].path is None and status["pose"].filename == "pose.onnx"
+    assert status["unet"].filename == W.UNET_FILE and status["unet"].path is None
 
     loaded = model_set.load_vae()
     pixels = torch.rand(1, 3, 8, 8) * 2 - 1

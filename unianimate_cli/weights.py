@@ -387,6 +387,23 @@ def load_into(
         raise WeightsError(f"{what} weights could not be loaded ({_short(exc)})") from exc
 
 
+def disallowed_globals(path: Path | str) -> list[str]:
+    """Globals a torch zip checkpoint pickles that our loader would refuse (diagnostics; nothing runs).
+
+    Empty for safetensors files and for checkpoints that load. Legacy (non-zip) files cannot be
+    inspected this way and give ``["<not a zip checkpoint>"]``.
+    """
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return []
+    if not zipfile.is_zipfile(path):
+        return ["<not a zip checkpoint>"]
+    allowed = {name for _, name in _ALLOWED_GLOBALS}
+    return [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) if g not in allowed]
+
+
 def meta_tensor_names(module: nn.Module) -> list[str]:
     """Parameters and buffers still on the meta device (non-persistent buffers after an assign load)."""
     names = [n for n, p in module.named_parameters() if p.is_meta]
@@ -525,6 +542,27 @@ class ModelSet:
         if leftover:
             raise WeightsError(f"UNet ({path.name}) left tensors unset: {_preview(leftover)}")
         return unet.to(device).eval()
+
+
+@dataclass(frozen=True)
+class WeightStatus:
+    """Where one component's file was found (``path`` None when missing)."""
+
+    component: str
+    filename: str
+    path: Path | None
+
+
+def model_set_status(model_set: ModelSet) -> list[WeightStatus]:
+    """For ``unianimate weights``: each component's file and where it is, without loading anything."""
+    out = []
+    for component in COMPONENTS:
+        try:
+            path: Path | None = model_set.path(component)
+        except WeightsError:
+            path = None
+        out.append(WeightStatus(component, model_set.filename(component), path))
+    return out
 
 
 def official_model_set(dirs: Sequence[Path] = ()) -> ModelSet:
