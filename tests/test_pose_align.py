@@ -38,8 +38,13 @@ def _load_case(folder: Path) -> tuple[dict, PoseFrame, list[PoseFrame]]:
     ph, pw = case["reference_photo_hw"]
     vh, vw = case["video_frame_hw"]
     ref = PoseFrame.from_wholebody(arrays["ref/raw_keypoints"][0], arrays["ref/raw_scores"][0], ph, pw)
-    keys = sorted((k.split("/")[0] for k in arrays if k.startswith("frame") and k.endswith("/raw_keypoints")), key=lambda s: int(s[5:]))
-    frames = [PoseFrame.from_wholebody(arrays[f"{k}/raw_keypoints"][0], arrays[f"{k}/raw_scores"][0], vh, vw) for k in keys]
+    keys = sorted(
+        (k.split("/")[0] for k in arrays if k.startswith("frame") and k.endswith("/raw_keypoints")),
+        key=lambda s: int(s[5:]),
+    )
+    frames = [
+        PoseFrame.from_wholebody(arrays[f"{k}/raw_keypoints"][0], arrays[f"{k}/raw_scores"][0], vh, vw) for k in keys
+    ]
     return case, ref, frames
 
 
@@ -59,7 +64,9 @@ def test_robust_alignment_is_finite_and_measures_where_the_fixture_does(fixtures
     result = align_poses(ref, frames, mode="robust")
     assert len(result.frames) == len(frames)
     assert all(f.is_finite() for f in result.frames)
-    assert np.isfinite([result.info.x_ratio, result.info.y_ratio, *result.info.ratios.values(), *result.info.translation]).all()
+    assert np.isfinite(
+        [result.info.x_ratio, result.info.y_ratio, *result.info.ratios.values(), *result.info.translation]
+    ).all()
     # invisible points never move
     for before, after in zip(frames, result.frames):
         assert np.array_equal(after.body[~before.body_visible], before.body[~before.body_visible])

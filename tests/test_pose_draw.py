@@ -14,7 +14,9 @@ from unianimate_cli.pose.keypoints import PoseFrame
 
 def _pose(folder: Path, name: str) -> PoseFrame:
     with np.load(folder / "poses.npz") as z:
-        return PoseFrame.from_dwpose(z[f"{name}/candidate"], z[f"{name}/subset"], z[f"{name}/hands"], z[f"{name}/faces"])
+        return PoseFrame.from_dwpose(
+            z[f"{name}/candidate"], z[f"{name}/subset"], z[f"{name}/hands"], z[f"{name}/faces"]
+        )
 
 
 def test_draw_fixture_matches(fixtures_dir: Path) -> None:

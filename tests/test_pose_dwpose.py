@@ -52,7 +52,9 @@ def test_extracted_person_matches_expected_pose(onnx_dir: Path, model: DWPose) -
     with np.load(onnx_dir / "e2e_arrays.npz") as z:
         cand, subset = z["image1/pose_candidate"], z["image1/pose_subset"][0]
     people = model.people(_image(onnx_dir, "image1"))
-    assert len(people) == len(json.loads((onnx_dir / "expected.json").read_text())["images"]["image1"]["final_person_boxes_xyxy"])
+    assert len(people) == len(
+        json.loads((onnx_dir / "expected.json").read_text())["images"]["image1"]["final_person_boxes_xyxy"]
+    )
     h, w = people[0].height_px, people[0].width_px
     assert np.abs((people[0].body - cand) * [w, h]).max() < 1e-3
     assert np.array_equal(people[0].subset(), subset)
@@ -127,7 +129,9 @@ def test_tracking_keeps_the_same_dancer(fixtures_dir: Path) -> None:
     """e2: the detector order swaps in frame 2; tracking keeps the first frame's dancer."""
     folder = fixtures_dir / "pose" / "align" / "e2_video_two_people"
     case = json.loads((folder / "case.json").read_text())
-    per_frame = [_align_people(folder, f"frame{i:02d}", *case["video_frame_hw"]) for i in range(case["num_video_frames"])]
+    per_frame = [
+        _align_people(folder, f"frame{i:02d}", *case["video_frame_hw"]) for i in range(case["num_video_frames"])
+    ]
     tracked = list(track_person(per_frame, name="dance.mp4"))
     picks = [next(j for j, p in enumerate(people) if p is t) for people, t in zip(per_frame, tracked)]
     assert picks == [0, 0, 1, 0]

@@ -42,7 +42,13 @@ def test_from_wholebody_matches_reference_pose_dict(fixtures_dir: Path) -> None:
 
 def test_jsonl_round_trip_is_exact(fixtures_dir: Path, tmp_path: Path) -> None:
     frames, _ = _frames(fixtures_dir)
-    seq = PoseSequence(frames=tuple(frames), fps=12.5, source="dance.mp4", source_frames=tuple(range(0, 2 * len(frames), 2)), meta={"interval": 2})
+    seq = PoseSequence(
+        frames=tuple(frames),
+        fps=12.5,
+        source="dance.mp4",
+        source_frames=tuple(range(0, 2 * len(frames), 2)),
+        meta={"interval": 2},
+    )
     path = tmp_path / "poses" / "driving.jsonl"
     save_poses(path, seq)
     assert [p.name for p in path.parent.iterdir()] == ["driving.jsonl"]  # no temp file left
@@ -84,8 +90,16 @@ def _write(path: Path, lines: list[str]) -> Path:
         (lambda lines: lines[:-1], "truncated"),
         (lambda lines: lines[:1] + [lines[1].replace('"body": [[', '"body": [[[')] + lines[2:], "line 2"),
         (lambda lines: lines[:1] + [lines[1].replace('"height_px": ', '"height_px": -')] + lines[2:], "line 2"),
-        (lambda lines: lines[:1] + [lines[1].replace('"face_scores": [', '"face_scores": [NaN, ')] + lines[2:], "line 2"),
-        (lambda lines: lines[:1] + [json.dumps({k: v for k, v in json.loads(lines[1]).items() if k != "hands"})] + lines[2:], "hands"),
+        (
+            lambda lines: lines[:1] + [lines[1].replace('"face_scores": [', '"face_scores": [NaN, ')] + lines[2:],
+            "line 2",
+        ),
+        (
+            lambda lines: lines[:1]
+            + [json.dumps({k: v for k, v in json.loads(lines[1]).items() if k != "hands"})]
+            + lines[2:],
+            "hands",
+        ),
     ],
 )
 def test_load_rejects_bad_files(fixtures_dir: Path, tmp_path: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]

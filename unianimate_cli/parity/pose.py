@@ -87,7 +87,12 @@ def compare_render(name: str, ours_canvas: np.ndarray, ref_canvas: np.ndarray) -
     h, w = diff.shape
     allow = _opencv_version() >= (4, 13)
     ys, xs = np.nonzero(diff)
-    near = (xs < BORDER_ALLOWANCE_PX) | (ys < BORDER_ALLOWANCE_PX) | (xs >= w - BORDER_ALLOWANCE_PX) | (ys >= h - BORDER_ALLOWANCE_PX)
+    near = (
+        (xs < BORDER_ALLOWANCE_PX)
+        | (ys < BORDER_ALLOWANCE_PX)
+        | (xs >= w - BORDER_ALLOWANCE_PX)
+        | (ys >= h - BORDER_ALLOWANCE_PX)
+    )
     bad = total - int(near.sum()) if allow else total
     detail = f"{total} px differ"
     if allow and near.any():
@@ -148,7 +153,15 @@ def run_align_case(folder: Path, prefix: str = "") -> list[Comparison]:
     out: list[Comparison] = []
     p = prefix
     if "num_video_frames" in case and int(case["num_video_frames"]) != len(frames):
-        out.append(Comparison(f"{p}num_frames", math.inf, math.inf, False, f"case.json says {case['num_video_frames']}, arrays hold {len(frames)}"))
+        out.append(
+            Comparison(
+                f"{p}num_frames",
+                math.inf,
+                math.inf,
+                False,
+                f"case.json says {case['num_video_frames']}, arrays hold {len(frames)}",
+            )
+        )
 
     def convert(key: str, h: int, w: int) -> PoseFrame:
         raw_k, raw_s = arrays[f"{key}/raw_keypoints"], arrays[f"{key}/raw_scores"]
@@ -174,7 +187,9 @@ def run_align_case(folder: Path, prefix: str = "") -> list[Comparison]:
                 continue
             out.append(_cmp(f"{p}{key}/{kind}_candidate", fr.body, arrays[f"{key}/{kind}_candidate"], ALIGN_ATOL))
             out.append(_cmp(f"{p}{key}/{kind}_hands", fr.hands, arrays[f"{key}/{kind}_hands"], ALIGN_ATOL))
-            out.append(_cmp(f"{p}{key}/{kind}_faces", fr.face, arrays[f"{key}/{kind}_faces"].reshape(-1, 2), ALIGN_ATOL))
+            out.append(
+                _cmp(f"{p}{key}/{kind}_faces", fr.face, arrays[f"{key}/{kind}_faces"].reshape(-1, 2), ALIGN_ATOL)
+            )
             out.append(_exact(f"{p}{key}/{kind}_subset", fr.subset(), arrays[f"{key}/{kind}_subset"].reshape(-1)))
 
     def compare_renders(kind: str, names: list[str], result_frames: Any) -> None:
@@ -205,7 +220,11 @@ def run_align_case(folder: Path, prefix: str = "") -> list[Comparison]:
                     ref_l.append(_num(loc[f"{name}_ratio"]))
             out.append(_cmp(f"{p}reference/ratios", ours_l, ref_l, ALIGN_ATOL))
             if "offset" in loc:
-                out.append(_cmp(f"{p}reference/offset", reference.info.translation, [_num(v) for v in loc["offset"]], ALIGN_ATOL))
+                out.append(
+                    _cmp(
+                        f"{p}reference/offset", reference.info.translation, [_num(v) for v in loc["offset"]], ALIGN_ATOL
+                    )
+                )
         if not result.get("exception"):
             compare_renders("reference", list(result.get("rendered_png") or []), reference.frames)
 
@@ -219,12 +238,21 @@ def run_align_case(folder: Path, prefix: str = "") -> list[Comparison]:
         info = rec.get("info") or {}
         if "ratios" in info:
             names = list(info["ratios"])
-            out.append(_cmp(f"{p}robust/ratios", [robust.info.ratios[n] for n in names], [_num(info["ratios"][n]) for n in names], ALIGN_ATOL))
+            out.append(
+                _cmp(
+                    f"{p}robust/ratios",
+                    [robust.info.ratios[n] for n in names],
+                    [_num(info["ratios"][n]) for n in names],
+                    ALIGN_ATOL,
+                )
+            )
         for key in ("x_ratio", "y_ratio"):
             if key in info:
                 out.append(_cmp(f"{p}robust/{key}", getattr(robust.info, key), _num(info[key]), ALIGN_ATOL))
         if "offset" in info:
-            out.append(_cmp(f"{p}robust/offset", robust.info.translation, [_num(v) for v in info["offset"]], ALIGN_ATOL))
+            out.append(
+                _cmp(f"{p}robust/offset", robust.info.translation, [_num(v) for v in info["offset"]], ALIGN_ATOL)
+            )
         compare_renders("robust", list(rec.get("rendered_png") or []), robust.frames)
     elif driving and case.get("recommended_equals_reference_on_visible_points"):
         ours_v, ref_v = [], []
@@ -238,7 +266,9 @@ def run_align_case(folder: Path, prefix: str = "") -> list[Comparison]:
             fv = fr.face_visible
             ours_v.append(fr.face[fv])
             ref_v.append(arrays[f"{key}/aligned_faces"].reshape(-1, 2)[fv])
-        out.append(_cmp(f"{p}robust/equals_reference_on_visible", np.concatenate(ours_v), np.concatenate(ref_v), ALIGN_ATOL))
+        out.append(
+            _cmp(f"{p}robust/equals_reference_on_visible", np.concatenate(ours_v), np.concatenate(ref_v), ALIGN_ATOL)
+        )
     return out
 
 
@@ -269,10 +299,16 @@ def run_draw(folder: Path) -> list[Comparison]:
     out.append(_exact("palette/limb_colors", [COLORS[e["limb"]] for e in limbs], [e["canvas_value"] for e in limbs]))
     out.append(_exact("palette/limb_joints", [LIMBS[e["limb"]] for e in limbs], [e["joints_0based"] for e in limbs]))
     joints = palette.get("joints", [])
-    out.append(_exact("palette/joint_colors", [COLORS[e["joint"]] for e in joints], [e["canvas_value"] for e in joints]))
+    out.append(
+        _exact("palette/joint_colors", [COLORS[e["joint"]] for e in joints], [e["canvas_value"] for e in joints])
+    )
     edges = palette.get("hand_edges", [])
     ours_edges = hand_edge_colors()
-    out.append(_cmp("palette/hand_edge_floats", [ours_edges[e["edge"]] for e in edges], [e["float_colour"] for e in edges], 1e-9))
+    out.append(
+        _cmp(
+            "palette/hand_edge_floats", [ours_edges[e["edge"]] for e in edges], [e["float_colour"] for e in edges], 1e-9
+        )
+    )
     h, w = (int(v) for v in index.get("canvas_hw", (768, 512)))
     arrays = _load_npz(folder / "poses.npz") if (folder / "poses.npz").is_file() else {}
     for pose in index["poses"]:
@@ -351,14 +387,30 @@ def run_onnx(folder: Path) -> list[Comparison]:
             out.append(_cmp(f"{name}/det_decoded_scores", det.decoded[:, 4:], a("det_decoded")[:, 4:], SCORE_ATOL))
         ref_dets = a("nms_dets").reshape(-1, 6)
         if det.nms_dets.shape != ref_dets.shape:
-            out.append(Comparison(f"{name}/nms_dets", math.inf, math.inf, False, f"{det.nms_dets.shape[0]} rows, expected {ref_dets.shape[0]}"))
+            out.append(
+                Comparison(
+                    f"{name}/nms_dets",
+                    math.inf,
+                    math.inf,
+                    False,
+                    f"{det.nms_dets.shape[0]} rows, expected {ref_dets.shape[0]}",
+                )
+            )
         else:
             out.append(_cmp(f"{name}/nms_boxes", det.nms_dets[:, :4], ref_dets[:, :4], PX_ATOL))
             out.append(_cmp(f"{name}/nms_scores", det.nms_dets[:, 4], ref_dets[:, 4], SCORE_ATOL))
             out.append(_exact(f"{name}/nms_classes", det.nms_dets[:, 5], ref_dets[:, 5]))
         ref_boxes = a("det_final_boxes").reshape(-1, 4)
         if det.boxes.shape != ref_boxes.shape:
-            out.append(Comparison(f"{name}/person_boxes", math.inf, math.inf, False, f"{det.boxes.shape[0]} boxes, expected {ref_boxes.shape[0]}"))
+            out.append(
+                Comparison(
+                    f"{name}/person_boxes",
+                    math.inf,
+                    math.inf,
+                    False,
+                    f"{det.boxes.shape[0]} boxes, expected {ref_boxes.shape[0]}",
+                )
+            )
             continue
         out.append(_cmp(f"{name}/person_boxes", det.boxes, ref_boxes, PX_ATOL))
         est = model.estimate(image, det.boxes)
@@ -387,13 +439,17 @@ def run_onnx(folder: Path) -> list[Comparison]:
         # normalised coordinates: 1e-3 px in image pixels; visibility (the -1 points) exact
         ref_cand = a("pose_candidate")
         out.append(_cmp(f"{name}/pose_candidate", person.body * [w, h], ref_cand * [w, h], PX_ATOL))
-        out.append(_exact(f"{name}/pose_visibility", np.all(person.body == -1, axis=-1), np.all(ref_cand == -1, axis=-1)))
+        out.append(
+            _exact(f"{name}/pose_visibility", np.all(person.body == -1, axis=-1), np.all(ref_cand == -1, axis=-1))
+        )
         out.append(_exact(f"{name}/pose_subset", person.subset(), a("pose_subset").reshape(-1)))
         out.append(_cmp(f"{name}/pose_hands", person.hands * [w, h], a("pose_hands") * [w, h], PX_ATOL))
         out.append(_cmp(f"{name}/pose_faces", person.face * [w, h], a("pose_faces").reshape(-1, 2) * [w, h], PX_ATOL))
         if exp.get("rendered_pose"):
             ref_canvas = _read_png_canvas(folder / exp["rendered_pose"])
-            ours = draw_canvas(person.body, person.subset(), person.hands, None, ref_canvas.shape[0], ref_canvas.shape[1])
+            ours = draw_canvas(
+                person.body, person.subset(), person.hands, None, ref_canvas.shape[0], ref_canvas.shape[1]
+            )
             out.append(compare_render(f"{name}/rendered_pose", ours, ref_canvas))
     return out
 
@@ -439,8 +495,20 @@ def run_onnx_io(path: Path) -> list[Comparison]:
     out.append(
         _exact(
             "onnx_io/detector_constants",
-            [*dwpose.YOLOX_STRIDES, dwpose.NMS_SCORE_THRESHOLD, dwpose.NMS_IOU_THRESHOLD, dwpose.PERSON_SCORE_THRESHOLD, dwpose.PERSON_CLASS],
-            [*post["strides"], post["score_threshold"], post["nms_iou_threshold"], post["person_score_threshold"], post["person_class"]],
+            [
+                *dwpose.YOLOX_STRIDES,
+                dwpose.NMS_SCORE_THRESHOLD,
+                dwpose.NMS_IOU_THRESHOLD,
+                dwpose.PERSON_SCORE_THRESHOLD,
+                dwpose.PERSON_CLASS,
+            ],
+            [
+                *post["strides"],
+                post["score_threshold"],
+                post["nms_iou_threshold"],
+                post["person_score_threshold"],
+                post["person_class"],
+            ],
         )
     )
     out.append(_exact("onnx_io/simcc_split_ratio", dwpose.SIMCC_SPLIT_RATIO, io["pose"]["postprocess"]["split_ratio"]))

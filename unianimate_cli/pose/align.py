@@ -119,9 +119,7 @@ class _Points:
                 np.ones((2, 21), bool),
                 np.ones(68, bool),
             )
-        return cls(
-            frame.body.copy(), frame.feet.copy(), frame.hands.copy(), frame.face.copy(), *vis
-        )
+        return cls(frame.body.copy(), frame.feet.copy(), frame.hands.copy(), frame.face.copy(), *vis)
 
 
 def _length(p: np.ndarray, a: int, b: int) -> float:

@@ -148,9 +148,7 @@ def multiclass_nms(
         keep = nms(valid_boxes, valid_scores, iou_threshold)
         if keep:
             dets.append(
-                np.concatenate(
-                    [valid_boxes[keep], valid_scores[keep, None], np.full((len(keep), 1), float(c))], 1
-                )
+                np.concatenate([valid_boxes[keep], valid_scores[keep, None], np.full((len(keep), 1), float(c))], 1)
             )
     if not dets:
         return np.zeros((0, 6))
@@ -231,9 +229,7 @@ def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray) -> tuple[np.ndarray, 
     return locs.reshape(n, k, 2), vals.reshape(n, k)
 
 
-def simcc_to_image(
-    locs: np.ndarray, input_wh: tuple[int, int], center: np.ndarray, scale: np.ndarray
-) -> np.ndarray:
+def simcc_to_image(locs: np.ndarray, input_wh: tuple[int, int], center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Bins (k, 2) float32 of one crop -> image pixels (k, 2) float64, using the aspect-fixed scale."""
     crop_xy = locs / SIMCC_SPLIT_RATIO
     return np.asarray(crop_xy / np.array(input_wh) * scale + center - scale / 2)
@@ -282,13 +278,17 @@ def _open_session(path: Path, providers: list[str], what: str) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{what} model {path} does not exist", "download the DWPose ONNX files (yolox_l.onnx, dw-ll_ucoco_384.onnx)")
+        raise WeightsError(
+            f"{what} model {path} does not exist", "download the DWPose ONNX files (yolox_l.onnx, dw-ll_ucoco_384.onnx)"
+        )
     options = ort.SessionOptions()
     options.log_severity_level = 3  # our own notice reports the provider; hide onnxruntime's
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises several undocumented types for a bad file
-        raise WeightsError(f"{what} model {path} cannot be loaded: {str(exc).splitlines()[0]}", "re-download the file") from None
+        raise WeightsError(
+            f"{what} model {path} cannot be loaded: {str(exc).splitlines()[0]}", "re-download the file"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -334,7 +334,11 @@ class DWPose:
         wanted_cuda = providers[0] == "CUDAExecutionProvider" or device == "cuda"
         self.notice: str | None = None
         if wanted_cuda and self.provider != "CUDAExecutionProvider":
-            why = "the CUDA provider could not start" if providers[0] == "CUDAExecutionProvider" else "no usable CUDA device"
+            why = (
+                "the CUDA provider could not start"
+                if providers[0] == "CUDAExecutionProvider"
+                else "no usable CUDA device"
+            )
             self.notice = f"DWPose runs on {self.provider}: {why}"
             log.warning(self.notice)
         self.provider_message: str = self.notice or (
@@ -401,7 +405,10 @@ class DWPose:
     def _finish(self, prep: dict[str, Any], sx: np.ndarray, sy: np.ndarray) -> PoseEstimate:
         locs, vals = decode_simcc(sx, sy)
         kps = np.stack(
-            [simcc_to_image(locs[i], self.pose_input_wh, prep["centers"][i], prep["scales"][i]) for i in range(len(locs))]
+            [
+                simcc_to_image(locs[i], self.pose_input_wh, prep["centers"][i], prep["scales"][i])
+                for i in range(len(locs))
+            ]
         )
         return PoseEstimate(
             keypoints=kps,

@@ -440,7 +440,9 @@ def load_poses(path: Path) -> PoseSequence:
         frames.append(frame)
         source_frames.append(sf)
     fps = header.get("fps")
-    if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0):
+    if fps is not None and (
+        not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0
+    ):
         raise _bad(path, f"bad fps {fps!r}")
     meta = header.get("meta") or {}
     if not isinstance(meta, dict):
@@ -450,9 +452,15 @@ def load_poses(path: Path) -> PoseSequence:
         frames=tuple(frames),
         fps=None if fps is None else float(fps),
         source=source if isinstance(source, str) else None,
-        source_frames=None if any(s is None for s in source_frames) or not frames else tuple(s for s in source_frames if s is not None),
+        source_frames=_all_ints(source_frames),
         meta=meta,
     )
+
+
+def _all_ints(values: list[int | None]) -> tuple[int, ...] | None:
+    """The source frame indices if every frame has one (a partial list is dropped)."""
+    ints = tuple(v for v in values if v is not None)
+    return ints if ints and len(ints) == len(values) else None
 
 
 def _reject_constant(name: str) -> float:
