@@ -423,6 +423,11 @@ class SamplingRule(str, Enum):
     STANDARD = "standard"  # tools/inferences/inference_unianimate_entrance.py
     LONG = "long"  # tools/inferences/inference_unianimate_long_entrance.py
 
+    @classmethod
+    def _missing_(cls, value: object) -> SamplingRule | None:
+        # The fixtures call the standard entrance "short".
+        return cls.STANDARD if value == "short" else None
+
 
 def select_frame_indices(
     num_frames: int,
