@@ -22,7 +22,8 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_REL_L2 = 2e-5
 
 CHECKER_MODULES = (
-    "unianimate_cli.parity.models",
+    "unianimate_cli.parity.unet",
+    "unianimate_cli.parity.vae",
     "unianimate_cli.parity.diffusion",
     "unianimate_cli.parity.pose",
 )
