@@ -269,6 +269,14 @@ def choose_providers(device: Device) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in ort.get_available_providers() and _cuda_usable():
+        # onnxruntime-gpu finds the CUDA/cuDNN libraries of the pip nvidia-* wheels torch uses
+        # only when they are preloaded (onnxruntime docs, "Compatibility with PyTorch").
+        preload = getattr(ort, "preload_dlls", None)
+        if preload is not None:
+            try:
+                preload()
+            except Exception as exc:  # best effort: without it the CPU fallback is reported
+                log.debug("onnxruntime.preload_dlls failed: %s", exc)
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
