@@ -82,6 +82,14 @@ def test_safetensors_and_plain_pth_load(tmp_path: Path) -> None:
     assert _same(W.load_state_dict(tmp_path / "m.pth"), state)
 
 
+def test_prefix_selection_in_safetensors(tmp_path: Path) -> None:
+    state = _tensors()
+    save_file({**{f"first_stage_model.{k}": v for k, v in state.items()}, "other.w": torch.ones(1)}, str(tmp_path / "sd.safetensors"))
+    assert _same(W.load_state_dict(tmp_path / "sd.safetensors", select_prefix=W.SD_VAE_PREFIX), state)
+    with pytest.raises(WeightsError, match="no keys with prefix 'cond_stage_model.'"):
+        W.load_state_dict(tmp_path / "sd.safetensors", select_prefix="cond_stage_model.")
+
+
 def test_wrapped_and_data_parallel_checkpoints_are_unwrapped(tmp_path: Path) -> None:
     state = _tensors()
     torch.save({"state_dict": state, "global_step": 223000, "epoch": 3}, tmp_path / "wrapped.pth")

@@ -226,7 +226,8 @@ def load_state_dict(
     if path.stat().st_size == 0:
         raise WeightsError(f"{label} is empty", "download the file again")
     if path.suffix == ".safetensors":
-        raw: Any = _load_safetensors(path, label)
+        # Read only the selected tensors: the file is memory-mapped and the rest never touched.
+        raw: Any = _load_safetensors(path, label, select_prefix)
     else:
         raw = _torch_load(path, label)
     state = _unwrap(raw, label)
@@ -268,11 +269,21 @@ def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
         raise WeightsError(f"unknown dtype {dtype!r}", "use fp32, fp16 or bf16") from None
 
 
-def _load_safetensors(path: Path, label: str) -> dict[str, Any]:
-    from safetensors.torch import load_file
+def _load_safetensors(path: Path, label: str, select_prefix: str | None = None) -> dict[str, Any]:
+    from safetensors import safe_open
 
     try:
-        return load_file(str(path))
+        with safe_open(str(path), "pt", device="cpu") as f:
+            names = list(f.keys())
+            keys = [k for k in names if not select_prefix or select_prefix in k]
+            if select_prefix and not keys:
+                raise WeightsError(
+                    f"{label} has no keys with prefix {select_prefix!r} (keys look like: {', '.join(names[:3])})",
+                    "is this the right file for this component?",
+                )
+            return {k: f.get_tensor(k) for k in keys}
+    except WeightsError:
+        raise
     except Exception as exc:  # safetensors raises its own SafetensorError and OSError kinds
         raise WeightsError(
             f"{label} is not a readable safetensors file ({_short(exc)})",
