@@ -44,6 +44,7 @@ def make_video(
     *,
     audio_s: float | None = None,
     audio_silent_s: float = 0.0,
+    audio_offset_s: float = 0.0,
     rotation: int | None = None,
     pts_ms: list[int] | None = None,
     gop: int | None = None,
@@ -78,7 +79,7 @@ def make_video(
             for k in range(0, total, 1024):
                 chunk = tone(min(1024, total - k), k, round(audio_silent_s * RATE))
                 aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-                aframe.sample_rate, aframe.pts = RATE, k
+                aframe.sample_rate, aframe.pts = RATE, k + round(audio_offset_s * RATE)
                 for packet in audio.encode(aframe):
                     out.mux(packet)
             for packet in audio.encode(None):
@@ -257,6 +258,18 @@ def test_write_video_audio_duration_and_source_ending_early(cfr_audio: Path, tmp
 
     explicit = write_video(tmp_path / "b.mp4", frames, 15, audio_source=cfr_audio, audio_duration_s=0.25)
     assert explicit.audio_duration_s == pytest.approx(0.25, abs=1e-3)
+
+
+def test_audio_starting_late_is_padded_with_silence(tmp_path: Path) -> None:
+    source = make_video(tmp_path / "late.mp4", 15, 15, audio_s=0.5, audio_offset_s=0.5)
+    audio = probe_video(source).audio
+    assert audio is not None and audio.start_time_s == pytest.approx(0.5, abs=0.03)
+    written = write_video(tmp_path / "out.mp4", [pattern(i) for i in range(15)], 15, audio_source=source)
+    assert written.audio_duration_s == pytest.approx(1.0, abs=1e-3)
+    samples = decoded_audio(tmp_path / "out.mp4")
+    head, tail = samples[:, : round(0.45 * RATE)], samples[:, round(0.55 * RATE) : round(0.95 * RATE)]
+    assert np.sqrt(np.mean(head**2)) < 0.01
+    assert np.sqrt(np.mean(tail**2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
 
 
 def test_write_video_without_audio_track_in_source(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
