@@ -349,10 +349,12 @@ class DWPose:
             )
             self.notice = f"DWPose runs on {self.provider}: {why}"
             log.warning(self.notice)
-        self.provider_message: str = self.notice or (
-            f"DWPose runs on {self.provider}"
-            + ("" if self.provider == "CUDAExecutionProvider" else " (no CUDA device visible to torch)")
-        )
+        if self.notice is not None:
+            self.provider_message: str = self.notice
+        elif self.provider == "CUDAExecutionProvider" or device == "cpu":
+            self.provider_message = f"DWPose runs on {self.provider}"
+        else:
+            self.provider_message = f"DWPose runs on {self.provider} (no CUDA device visible to torch)"
         log.info(self.provider_message)
 
         det_in = self.det_session.get_inputs()[0]
