@@ -1,0 +1,146 @@
+"""UNet + Conditions + classifier-free guidance -> one callable (x_t, t) -> v, windows averaged.
+
+Facts from ``tools/modules/diffusions/diffusion_ddim.py`` of ali-vilab/UniAnimate 643c963
+(``DiffusionDDIM.p_mean_variance`` and ``DiffusionDDIMLong.p_mean_variance``), spec sections
+6 and 10:
+
+* Conditional pass: the selected conditions; unconditional pass: every condition None (the
+  UNet then uses a zero concat, a zero reference frame and zero image tokens; zero_y stays).
+* Guidance on v over all channels: v = v_u + s·(v_c − v_u), s = 2.5 by default.
+* Windowed evaluation: each window sees x[:, :, c] and its own conditions
+  (:meth:`Conditions.for_window`); the conditional and unconditional outputs are summed per
+  frame in window order and divided by the number of covering windows, separately, and the
+  guidance is applied to the two averages. One window covering every frame in order is the
+  short sampler, bit for bit.
+
+Batching: ``window_batch_size`` > 1 stacks windows along the batch axis of one UNet call per
+branch (the reference's ``context_batch_size``); same math, different float rounding (about
+2e-6 relative, fixture ``long_tiny`` ``cbs3``). The conditional and unconditional branches are
+never stacked into one call: the UNet's None (absent condition) is not the same as a zero
+tensor, and a batch cannot mix the two.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from unianimate_cli.sampling.conditions import Conditions
+from unianimate_cli.sampling.windows import Window, batch_windows
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GUIDE_SCALE = 2.5
+
+
+class VideoUNet(Protocol):
+    """What the denoiser needs of the UNet (``UniAnimateUNet`` meets it)."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **conditions: torch.Tensor | None) -> torch.Tensor:
+        """x [b,4,f,h,w], t int64 [b], conditions image/local_image/dwpose/randomref -> v."""
+        ...
+
+
+@dataclass(frozen=True)
+class GuidedOutput:
+    """One evaluation: averaged conditional / unconditional v and the guided v, [b,c,f,h,w]."""
+
+    v_cond: torch.Tensor
+    v_uncond: torch.Tensor
+    v: torch.Tensor
+
+
+@dataclass(frozen=True)
+class WindowOutput:
+    """The raw UNet outputs of one window (for parity checks and debugging)."""
+
+    window: Window
+    v_cond: torch.Tensor
+    v_uncond: torch.Tensor
+
+
+def guide(v_cond: torch.Tensor, v_uncond: torch.Tensor, guide_scale: float) -> torch.Tensor:
+    """Classifier-free guidance on v: v_u + s·(v_c − v_u) (Ho & Salimans 2022, eq. 6)."""
+    return v_uncond + guide_scale * (v_cond - v_uncond)
+
+
+class GuidedDenoiser:
+    """Callable (x_t [b,4,f,h,w], t) -> guided v, evaluating the UNet on frame windows.
+
+    ``conditions`` are the already selected conditional inputs (e.g.
+    ``full.select(Variant.B)``) for the whole clip; ``windows`` defaults to one window of
+    every frame (the short sampler). ``on_windows``, if given, receives every window's raw
+    outputs at each evaluation. ``unet_calls`` counts UNet forward calls (for resume tests).
+    """
+
+    def __init__(
+        self,
+        unet: VideoUNet,
+        conditions: Conditions,
+        guide_scale: float = DEFAULT_GUIDE_SCALE,
+        windows: Sequence[Window] | None = None,
+        window_batch_size: int = 1,
+        on_windows: Callable[[int, list[WindowOutput]], None] | None = None,
+    ) -> None:
+        self.unet = unet
+        self.conditions = conditions
+        self.guide_scale = float(guide_scale)
+        self.windows = None if windows is None else [list(w) for w in windows]
+        self.window_batch_size = window_batch_size
+        self.on_windows = on_windows
+        self.unet_calls = 0
+        self.uncond = Conditions()
+
+    def __call__(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        return self.evaluate(x_t, t).v
+
+    def evaluate(self, x_t: torch.Tensor, t: int) -> GuidedOutput:
+        """Both branches, averaged over windows, and the guided v."""
+        num_frames = x_t.shape[2]
+        windows = self.windows if self.windows is not None else [list(range(num_frames))]
+        _check_windows(windows, num_frames)
+        self.conditions.check(x_t.shape)
+        batch = x_t.shape[0]
+        sum_cond = torch.zeros_like(x_t)
+        sum_uncond = torch.zeros_like(x_t)
+        counter = torch.zeros((1, 1, num_frames, 1, 1), dtype=x_t.dtype, device=x_t.device)
+        seen: list[WindowOutput] = []
+        with torch.no_grad():
+            for group in batch_windows(list(windows), self.window_batch_size):
+                x_in = torch.cat([x_t[:, :, c] for c in group])
+                t_in = torch.full((x_in.shape[0],), t, dtype=torch.long, device=x_t.device)
+                cond = Conditions.concat([self.conditions.for_window(c) for c in group])
+                out_cond = self.unet(x_in, t_in, **cond.unet_kwargs())
+                out_uncond = self.unet(x_in, t_in, **self.uncond.unet_kwargs())
+                self.unet_calls += 2
+                for j, c in enumerate(group):
+                    part_c = out_cond[j * batch : (j + 1) * batch]
+                    part_u = out_uncond[j * batch : (j + 1) * batch]
+                    # Same indexed read-add-write as the reference, so a window listing a
+                    # frame twice (dilated wrap-around) behaves as there: one write is kept
+                    # and the frame counts once for that window.
+                    sum_cond[:, :, c] = sum_cond[:, :, c] + part_c
+                    sum_uncond[:, :, c] = sum_uncond[:, :, c] + part_u
+                    counter[:, :, c] = counter[:, :, c] + 1
+                    if self.on_windows is not None:
+                        seen.append(WindowOutput(list(c), part_c, part_u))
+        if self.on_windows is not None:
+            self.on_windows(t, seen)
+        v_cond = sum_cond / counter
+        v_uncond = sum_uncond / counter
+        return GuidedOutput(v_cond, v_uncond, guide(v_cond, v_uncond, self.guide_scale))
+
+
+def _check_windows(windows: Sequence[Window], num_frames: int) -> None:
+    covered = set()
+    for window in windows:
+        if not window or min(window) < 0 or max(window) >= num_frames:
+            raise ValueError(f"window {window} does not fit a clip of {num_frames} frames")
+        covered.update(window)
+    if len(covered) != num_frames:
+        missing = sorted(set(range(num_frames)) - covered)
+        raise ValueError(f"frames {missing} are covered by no window")
