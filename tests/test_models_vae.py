@@ -75,6 +75,25 @@ def test_parity_command_exits_zero_on_the_shared_fixture(
     assert "(vae)" in out and f"{count} passed, 0 failed" in out
 
 
+def test_reduced_precision_is_measured_not_hidden(fixtures_dir: Path) -> None:
+    from unianimate_cli.parity.vae import run_on
+
+    comparisons = {c.name: c for c in run_on(fixtures_dir / "vae_tiny", dtype="bf16")}
+    # bf16 keeps 8 mantissa bits: clearly outside the float32 tolerance, but still the same images.
+    assert not comparisons["decoded_from_mean"].ok
+    assert 1e-4 < comparisons["decoded_from_mean"].rel_l2 < 0.1
+
+
+@pytest.mark.gpu
+def test_vae_fixture_parity_on_cuda_in_float32(fixtures_dir: Path) -> None:
+    from unianimate_cli.parity.vae import run_on
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    comparisons = run_on(fixtures_dir / "vae_tiny", device="cuda", dtype="fp32")
+    assert comparisons and all(c.ok for c in comparisons), comparisons
+
+
 def test_detect_rejects_other_fixture_kinds(fixtures_dir: Path, tmp_path: Path) -> None:
     assert not CHECKER.detect(fixtures_dir / "unet_tiny")
     assert not CHECKER.detect(tmp_path)

@@ -38,6 +38,15 @@ def detect(folder: Path) -> bool:
 
 def run(folder: Path) -> list[Comparison]:
     """Build the model from the folder, load its weights strictly, recompute and compare every output."""
+    return run_on(folder)
+
+
+def run_on(folder: Path, device: str = "cpu", dtype: str = "fp32") -> list[Comparison]:
+    """``run`` on another device or dtype (GPU parity; fp16/bf16 error against the float32 fixture).
+
+    Weights and inputs are cast to ``dtype``; the comparison itself is always in float64 with
+    the fixture tolerance, so for fp16/bf16 read ``max_abs``/``rel_l2`` rather than ``ok``.
+    """
     import torch
     from safetensors.torch import load_file
 
@@ -48,7 +57,7 @@ def run(folder: Path) -> list[Comparison]:
         decode_latents,
         encode_to_latent,
     )
-    from unianimate_cli.weights import load_into, load_state_dict
+    from unianimate_cli.weights import load_into, load_state_dict, parse_dtype
 
     config: dict[str, Any] = json.loads((folder / CONFIG).read_text())
     vae_config = VAEConfig.from_reference_kwargs(config["constructor"])
@@ -63,8 +72,11 @@ def run(folder: Path) -> list[Comparison]:
 
     model = AutoencoderKL(vae_config).eval()
     load_into(model, load_state_dict(folder / STATE_DICT), f"vae fixture {folder.name}")
-    image = inputs["image"].to(torch.float32)
+    torch_dtype = parse_dtype(dtype)
+    model = model.to(device=device, dtype=torch_dtype)
+    image = inputs["image"].to(device=device, dtype=torch_dtype)
     eps = inputs.get("eps")
+    eps = None if eps is None else eps.to(device=device, dtype=torch_dtype)
 
     cache: dict[str, Any] = {}
 
