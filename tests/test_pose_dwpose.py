@@ -88,7 +88,7 @@ def test_batched_pose_model_equals_one_crop_at_a_time(onnx_dir: Path, model: DWP
 def test_no_person_error_names_the_file(onnx_dir: Path, model: DWPose) -> None:
     white = _image(onnx_dir, "image2_white")
     # the reference poses the whole image when nobody is detected ...
-    fallback = model.people(white)
+    fallback = model(white)
     assert len(fallback) == 1 and fallback[0].box_xyxy is None
     # ... a photo needs a real person
     nobody = model.people(white, whole_image_fallback=False)

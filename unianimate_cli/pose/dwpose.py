@@ -441,6 +441,10 @@ class DWPose:
 
     # -- high level --
 
+    def __call__(self, image_bgr: np.ndarray) -> list[PoseFrame]:
+        """``people(image_bgr)`` with the reference's whole-image fallback."""
+        return self.people(image_bgr)
+
     def people(self, image_bgr: np.ndarray, whole_image_fallback: bool = True) -> list[PoseFrame]:
         """Every detected person of one image as PoseFrames, detector order.
 
