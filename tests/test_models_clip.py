@@ -77,6 +77,20 @@ def test_zero_y_is_the_penultimate_block_through_ln_final(tiny_model: Any) -> No
     assert (zero_y - last).abs().max() > 1e-2
 
 
+def test_zero_y_is_the_same_with_a_sequence_first_text_transformer(tiny_model: Any) -> None:
+    """Older open_clip (the reference's 2.24) ran the text blocks sequence-first."""
+    import copy
+
+    from open_clip.transformer import Transformer
+
+    text = tiny_clip_config()["text_cfg"]
+    seq_first = copy.deepcopy(tiny_model)
+    seq_first.transformer = Transformer(text["width"], text["layers"], text["heads"], batch_first=False)
+    seq_first.transformer.load_state_dict(tiny_model.transformer.state_dict())
+    expected = ClipImageEncoder(tiny_model).empty_text_features()
+    assert torch.allclose(ClipImageEncoder(seq_first).empty_text_features(), expected, rtol=0, atol=1e-6)
+
+
 def test_load_clip_encoder_assigns_weights_and_rebuilds_the_mask(tmp_path: Path, tiny_model: Any) -> None:
     path = tmp_path / "clip.bin"
     torch.save(tiny_model.state_dict(), path)
