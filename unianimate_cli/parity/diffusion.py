@@ -515,12 +515,8 @@ def run_conditioning(folder: Path) -> list[Comparison]:
 
 
 def _compare_saved_frames(tensors: dict[str, Any]) -> Comparison:
-    """The reference's saved frame: [local_image | driving pose | generated], truncated to uint8.
-
-    A check of the fixture's layout facts on our condition tensors; the writer itself belongs
-    to ``media``.
-    """
-    import torch
+    """The reference's saved frame [local_image | driving pose | generated], through ``media.layout``."""
+    from unianimate_cli.media.layout import compose_compare
 
     video = tensors["save.decoded_video"]
     f = int(video.shape[2])
@@ -528,9 +524,7 @@ def _compare_saved_frames(tensors: dict[str, Any]) -> Comparison:
     local_key = next(k for k in tensors if k.endswith(".local_image"))
     case = local_key[: -len(".local_image")]
     local, pose = tensors[local_key], tensors[f"{case}.dwpose"]
-    generated = torch.clamp(video * 0.5 + 0.5, 0, 1)
-    columns = torch.cat([local[:, :, :f], pose[:, :, 1 : f + 1], generated], dim=4)  # b c f H 3W
-    frames = (columns[0].permute(1, 2, 3, 0) * 255).to(torch.uint8)  # truncation, as astype('uint8')
+    frames = compose_compare(local[:, :, :f], pose[:, :, 1 : f + 1], video)
     return compare_tensors("save.frames_uint8", frames, tensors["save.frames_uint8"], rtol=0.0, atol=0.0, rel_l2_max=None)
 
 

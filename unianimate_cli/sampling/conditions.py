@@ -183,12 +183,12 @@ def select_pose_frames(
 def resize_bilinear(rgb: np.ndarray, width_px: int, height_px: int) -> np.ndarray:
     """Stretch an 8-bit RGB image (H x W x 3) to exactly ``width_px`` x ``height_px``, Pillow bilinear.
 
-    Pillow's resampler, not torch ``interpolate``: that differs by up to 0.0034 on [0, 1].
+    Pillow's resampler (``media.image.resize_exact``), not torch ``interpolate``: that differs
+    by up to 0.0034 on [0, 1].
     """
-    from PIL import Image
+    from unianimate_cli.media.image import resize_exact
 
-    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
-    return np.asarray(image.resize((width_px, height_px), Image.Resampling.BILINEAR))
+    return resize_exact(np.ascontiguousarray(rgb, dtype=np.uint8), width_px, height_px)
 
 
 def to_unit_tensor(rgb: np.ndarray) -> torch.Tensor:
