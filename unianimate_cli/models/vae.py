@@ -332,6 +332,7 @@ class AutoencoderKL(nn.Module):
         return self.decoder(self.post_quant_conv(z))
 
 
+@torch.no_grad()
 def encode_to_latent(
     vae: AutoencoderKL,
     pixels: torch.Tensor,
