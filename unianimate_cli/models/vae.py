@@ -18,7 +18,7 @@ Latent convention: ``encode_to_latent`` returns ``SCALE_FACTOR * z`` (what the U
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -395,7 +395,3 @@ def count_parameters(module: nn.Module) -> int:
     """Number of parameter elements (works on the meta device)."""
     return sum(p.numel() for p in module.parameters())
 
-
-def state_dict_shapes(module: nn.Module) -> list[tuple[str, Sequence[int]]]:
-    """``(key, shape)`` for every state-dict entry, in registration order (meta-safe)."""
-    return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
