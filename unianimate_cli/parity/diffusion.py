@@ -389,6 +389,10 @@ def _teacher_forced_windows(
 
         return for_batch
 
+    stored = int(runs[f"{run}.window_v_cond"].shape[1])
+    if stored != len(windows):
+        detail = f"the fixture stores outputs of {stored} windows, our windows are {len(windows)}"
+        return [Comparison(f"{run} window count", math.inf, math.inf, False, detail)]
     replay = _ReplayUNet(x_ref, runs[f"{run}.window_v_cond"], runs[f"{run}.window_v_uncond"], expected)
     denoiser = GuidedDenoiser(replay, conditions, guide_scale=guide_scale, windows=windows, window_batch_size=batch_size)
     avg_c, avg_u, guided = [], [], []
