@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -23,12 +24,12 @@ from unianimate_cli.sampling.windows import context_windows, coverage_counts
 
 def _toy_unet(x: torch.Tensor, t: torch.Tensor, **kw: torch.Tensor | None) -> torch.Tensor:
     out = 0.3 * x + 0.2 * torch.roll(x, 1, dims=2) + (t.float() / 1000).view(-1, 1, 1, 1, 1)
-    if kw.get("image") is not None:
-        out = out + 0.1 * kw["image"].mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
-    if kw.get("dwpose") is not None:
-        out = out + kw["dwpose"][:, :, 1:].mean(dim=(1, 3, 4)).view(x.shape[0], 1, x.shape[2], 1, 1)
-    if kw.get("randomref") is not None:
-        out = out + 0.05 * kw["randomref"][:, :, :1]
+    if (image := kw.get("image")) is not None:
+        out = out + 0.1 * image.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+    if (pose := kw.get("dwpose")) is not None:
+        out = out + pose[:, :, 1:].mean(dim=(1, 3, 4)).view(x.shape[0], 1, x.shape[2], 1, 1)
+    if (ref := kw.get("randomref")) is not None:
+        out = out + 0.05 * ref[:, :, :1]
     return out
 
 
@@ -49,6 +50,7 @@ def _write_twin(folder: Path, long: bool) -> None:
     guide_scale = 3.0 if long else 1.5
     context = {"context_size": 4, "context_stride": 1, "context_overlap": 1}
     windows = context_windows(f, 4, 1, 1) if long else None
+    runs_meta: dict[str, dict[str, Any]]
     if long:
         runs_meta = {"cbs1_ddim4": {"ddim_timesteps": 4, "context_batch_size": 1}, "cbs2_ddim4": {"ddim_timesteps": 4, "context_batch_size": 2}}
     else:
