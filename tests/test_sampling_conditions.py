@@ -94,3 +94,47 @@ def test_select_window_and_concat() -> None:
     assert Conditions(image=c.image).missing(Variant.B) == ["randomref", "dwpose"]
     with pytest.raises(ValueError):
         c.check((1, 4, 5, 2, 1))
+
+
+def test_build_conditions_assembles_the_fixture_tensors(fixture: tuple[dict[str, torch.Tensor], dict]) -> None:
+    tensors, meta = fixture
+    width, height = meta["resolution_WH"]
+    case, spec = next((k, v) for k, v in meta["cases"].items() if f"{k}.local_image" in tensors)
+    n = spec["num_pose_files"]
+    selection = cond.select_pose_frames(n, spec["frame_interval"], spec["max_frames_arg"])
+    poses = list(tensors["poses_rgb_uint8"].numpy())
+    seen: dict[str, torch.Tensor] = {}
+
+    def encode_image(x: torch.Tensor) -> torch.Tensor:
+        seen["clip"] = x
+        return torch.arange(8, dtype=torch.float32).view(1, 8)
+
+    def encode_latent(x: torch.Tensor) -> torch.Tensor:
+        seen["vae"] = x
+        return x[:, :, ::8, ::8].mean(1, keepdim=True).repeat(1, 4, 1, 1)
+
+    built = cond.build_conditions(
+        tensors["ref_image_rgb_uint8"].numpy(),
+        tensors["ref_pose_rgb_uint8"].numpy(),
+        cond.selected_pose_frames(poses[:n], selection),
+        width,
+        height,
+        encode_image,
+        encode_latent,
+    )
+    torch.testing.assert_close(seen["clip"], tensors[f"{case}.clip_input"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(seen["vae"], tensors[f"{case}.vae_input"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(built.local_image, tensors[f"{case}.local_image"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(built.dwpose, tensors[f"{case}.dwpose"], rtol=0, atol=1e-6)
+    assert built.image is not None and built.image.shape == (1, 1, 8)
+    assert built.randomref is not None and built.randomref.shape == (1, 4, len(selection), height // 8, width // 8)
+    assert torch.equal(built.randomref[:, :, 0], built.randomref[:, :, -1])
+
+
+def test_match_color_statistics() -> None:
+    gen = torch.Generator().manual_seed(1)
+    frame = torch.rand(3, 8, 6, generator=gen) * 0.2
+    reference = torch.rand(3, 10, 4, generator=gen) * 2 - 1
+    matched = cond.match_color_statistics(frame, reference)
+    torch.testing.assert_close(matched.mean(dim=(-2, -1)), reference.mean(dim=(-2, -1)), rtol=0, atol=1e-5)
+    torch.testing.assert_close(matched.std(dim=(-2, -1)), reference.std(dim=(-2, -1)), rtol=1e-4, atol=1e-5)

@@ -17,7 +17,7 @@ checked by ``fixtures/conditioning``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import Enum
 
@@ -248,3 +248,52 @@ def selected_pose_frames(
 ) -> list[np.ndarray | None]:
     """Pick the pose images named by :func:`select_pose_frames` (None stays None)."""
     return [None if i is None else poses_rgb[i] for i in selection]
+
+
+# --- Whole clip ------------------------------------------------------------------------
+
+
+def build_conditions(
+    photo_rgb: np.ndarray,
+    ref_pose_rgb: np.ndarray,
+    pose_frames_rgb: Sequence[np.ndarray | None],
+    width_px: int,
+    height_px: int,
+    encode_image: Callable[[torch.Tensor], torch.Tensor],
+    encode_latent: Callable[[torch.Tensor], torch.Tensor],
+) -> Conditions:
+    """Every condition of one clip, as the reference's ``worker`` builds them.
+
+    ``pose_frames_rgb`` has one entry per generated frame (None = zero pose), e.g.
+    ``selected_pose_frames(poses, select_pose_frames(...))``. ``encode_image`` maps the CLIP
+    input [1,3,224,224] to an embedding [1,1024] (``ClipImageEncoder.encode_image``);
+    ``encode_latent`` maps the VAE input [1,3,H,W] in [-1,1] to the scaled latent [1,4,h,w]
+    (``encode_to_latent(vae, x, generator)``: the reference uses a posterior sample, drawn
+    before the prior noise). Tensors are float32 on the CPU except what the encoders return.
+    """
+    num_frames = len(pose_frames_rgb)
+    if num_frames < 1:
+        raise InputError("no pose frames to animate", "give at least one driving frame")
+    pixels = reference_pixels(photo_rgb, width_px, height_px)
+    with torch.no_grad():
+        embedding = encode_image(clip_input(photo_rgb))
+        latent = encode_latent(vae_input(pixels))
+    return Conditions(
+        image=embedding.reshape(embedding.shape[0], 1, -1),
+        local_image=local_image_tensor(pixels, num_frames),
+        dwpose=pose_tensor(ref_pose_rgb, pose_frames_rgb, width_px, height_px),
+        randomref=randomref_tensor(latent, num_frames),
+    )
+
+
+def match_color_statistics(pixels: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Give ``pixels`` [..., 3, H, W] the per-channel mean and std of ``reference`` [..., 3, H', W'].
+
+    For continuation (``extend``): applied to a hand-over frame before it becomes the next
+    segment's reference, it counters the slow colour drift of many chained segments. Not a
+    reference behaviour; off unless the caller asks for it. Any value range; no clamping.
+    """
+    dims = (-2, -1)
+    mean, std = pixels.mean(dim=dims, keepdim=True), pixels.std(dim=dims, keepdim=True)
+    ref_mean, ref_std = reference.mean(dim=dims, keepdim=True), reference.std(dim=dims, keepdim=True)
+    return (pixels - mean) / std.clamp_min(1e-6) * ref_std + ref_mean

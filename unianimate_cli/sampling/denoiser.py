@@ -104,6 +104,8 @@ class GuidedDenoiser:
         windows = self.windows if self.windows is not None else [list(range(num_frames))]
         _check_windows(windows, num_frames)
         self.conditions.check(x_t.shape)
+        if self.conditions.is_unconditional:
+            raise ValueError("the conditional pass has no conditions; select a variant's keys first")
         batch = x_t.shape[0]
         sum_cond = torch.zeros_like(x_t)
         sum_uncond = torch.zeros_like(x_t)
@@ -113,7 +115,8 @@ class GuidedDenoiser:
             for group in batch_windows(list(windows), self.window_batch_size):
                 x_in = torch.cat([x_t[:, :, c] for c in group])
                 t_in = torch.full((x_in.shape[0],), t, dtype=torch.long, device=x_t.device)
-                cond = Conditions.concat([self.conditions.for_window(c) for c in group])
+                # Conditions may live on the CPU (offload): only the window's slice moves.
+                cond = Conditions.concat([self.conditions.for_window(c) for c in group]).to(x_t.device)
                 out_cond = self.unet(x_in, t_in, **cond.unet_kwargs())
                 out_uncond = self.unet(x_in, t_in, **self.uncond.unet_kwargs())
                 self.unet_calls += 2
