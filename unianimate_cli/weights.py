@@ -43,6 +43,8 @@ search dirs::
 become tuples), ``vae.config`` those of ``VAEConfig``, ``clip.config`` the keyword arguments of
 ``open_clip.model.CLIP``. ``key_prefix`` selects and strips a prefix from the file's keys (the
 official VAE uses ``first_stage_model.``; the default for a models.json VAE is none).
+``write_tiny_family(dest)`` writes such a folder with random tiny models whose parts fit
+together (UNet context = CLIP width, VAE factor 8), for tests and demos.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -724,3 +727,101 @@ def _place(got: Path, target: Path) -> Path:
     if got.resolve() != target.resolve():
         os.replace(got, target)
     return target
+
+
+# --------------------------------------------------------------------------- tiny families
+
+
+def tiny_family_configs(context_dim: int = 32) -> dict[str, dict[str, Any]]:
+    """Configs of a small but complete model family whose parts fit each other.
+
+    The UNet's ``context_dim`` equals the CLIP text width and image-embedding size (zero_y is
+    [1, 77, context_dim]); the VAE has four levels, so latents are pixels / 8 as the UNet's
+    pixel-space condition encoders expect. About 4 M parameters in all.
+    """
+    from unianimate_cli.models.clip import tiny_clip_config
+
+    clip = tiny_clip_config()
+    clip["embed_dim"] = context_dim
+    clip["text_cfg"] = {**clip["text_cfg"], "width": context_dim}
+    vae = {"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1}
+    unet = {
+        "dim": 32,
+        "dim_mult": [1, 2],
+        "num_heads": 2,
+        "head_dim": 16,
+        "num_res_blocks": 1,
+        "attn_scales": [1.0],
+        "context_dim": context_dim,
+        "y_dim": context_dim,
+        "resolution": [64, 96],
+    }
+    return {"unet": unet, "vae": vae, "clip": clip}
+
+
+def _randomise_(module: nn.Module, generator: torch.Generator) -> None:
+    """Fixture-style weights (as the fixture READMEs describe): no zero-initialised layers.
+
+    Norm weights 1 + 0.1 N(0,1), biases 0.02 N(0,1), others N(0,1)/sqrt(fan_in).
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if name.endswith("bias"):
+                param.copy_(0.02 * noise)
+            elif param.ndim == 1:
+                param.copy_(1 + 0.1 * noise)
+            elif param.ndim > 1:
+                param.copy_(noise / math.sqrt(param[0].numel()))
+
+
+def write_tiny_family(
+    dest: Path,
+    seed: int = 0,
+    detector_onnx: Path | None = None,
+    pose_onnx: Path | None = None,
+    name: str = "tiny-random",
+) -> ModelSet:
+    """Write a random tiny family (``models.json`` + safetensors) into ``dest``; returns its ModelSet.
+
+    For tests and demos of the whole pipeline without the 7 GB of official weights. Given
+    ONNX files are copied in as ``detector.onnx`` / ``pose.onnx``; without them those two
+    components stay official.
+    """
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from unianimate_cli.models.clip import build_clip
+    from unianimate_cli.models.unet import UNetConfig, UniAnimateUNet
+    from unianimate_cli.models.vae import AutoencoderKL, VAEConfig
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    configs = tiny_family_configs()
+    generator = torch.Generator().manual_seed(seed)
+    torch_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)  # open_clip initialises from the global generator
+        clip = build_clip(configs["clip"])
+    finally:
+        torch.random.set_rng_state(torch_state)
+    unet = UniAnimateUNet(_dataclass_from_dict(UNetConfig, configs["unet"], "tiny family unet"))
+    vae = AutoencoderKL(VAEConfig.from_dict(configs["vae"]))
+    _randomise_(unet, generator)
+    _randomise_(vae, generator)
+    entries: dict[str, Any] = {"schema": MODELS_JSON_SCHEMA, "name": name}
+    for component, module in (("unet", unet), ("vae", vae), ("clip", clip)):
+        filename = f"{component}.safetensors"
+        state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        save_file(state, str(dest / filename))
+        entries[component] = {"file": filename, "config": configs[component]}
+    for component, source in (("detector", detector_onnx), ("pose", pose_onnx)):
+        if source is not None:
+            shutil.copyfile(source, dest / f"{component}.onnx")
+            entries[component] = {"file": f"{component}.onnx"}
+    (dest / MODELS_JSON).write_text(json.dumps(entries, indent=2) + "\n")
+    return read_models_json(dest / MODELS_JSON)

@@ -113,6 +113,12 @@ class ClipImageEncoder:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the pixels ``encode_image`` expects: 224x224 for ViT-H-14."""
+        size = self.model.visual.image_size
+        return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ClipImageEncoder:
         """Move/cast the model (the mask stays float32 and is cast per call by open_clip)."""
         self.model.to(device=device, dtype=dtype)
