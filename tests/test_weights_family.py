@@ -53,3 +53,21 @@ def test_tiny_family_loads_and_runs_end_to_end(tmp_path: Path, fixtures_dir: Pat
     pixels = decode_latents(vae, v_c, chunk_frames=frames)
     assert pixels.shape == (1, 3, frames, height, width)
 
+
+
+def test_check_component_matches_keys_without_loading_and_names_bad_files(tmp_path: Path) -> None:
+    import pytest
+
+    from unianimate_cli.errors import WeightsError
+
+    W.write_tiny_family(tmp_path)
+    model_set = W.resolve_model_set([tmp_path])
+    for component in ("unet", "vae", "clip"):
+        assert W.check_component(model_set, component) == tmp_path / f"{component}.safetensors"
+    with pytest.raises(WeightsError, match="yolox_l.onnx not found"):
+        W.check_component(model_set, "detector")
+    # the CLIP file where the VAE should be: nothing fits, and the message says which file
+    (tmp_path / "vae.safetensors").replace(tmp_path / "good_vae.safetensors")
+    (tmp_path / "clip.safetensors").rename(tmp_path / "vae.safetensors")
+    with pytest.raises(WeightsError, match=r"vae \(vae.safetensors\) weights do not fit the model: missing"):
+        W.check_component(model_set, "vae")

@@ -579,6 +579,45 @@ def model_set_status(model_set: ModelSet) -> list[WeightStatus]:
     return out
 
 
+def check_component(model_set: ModelSet, component: str) -> Path:
+    """Cheaply prove that a component's file loads into its model; returns the file's path.
+
+    Networks are built on the meta device and the (memory-mapped) file is matched key by key
+    and shape by shape, so even the 5 GB SD checkpoint is checked in seconds without reading
+    its tensors. ONNX files are only checked to exist and be non-empty. Raises ``WeightsError``.
+    """
+    import torch
+
+    path = model_set.path(component)
+    if component in ("detector", "pose"):
+        if path.stat().st_size == 0:
+            raise WeightsError(f"{component} model {path} is empty", "download the file again")
+        return path
+    module: nn.Module
+    if component == "vae":
+        from unianimate_cli.models.vae import AutoencoderKL
+
+        state = load_state_dict(path, select_prefix=model_set.vae_key_prefix(), what="VAE")
+        with torch.device("meta"):
+            module = AutoencoderKL(model_set.vae_config())
+    elif component == "clip":
+        from unianimate_cli.models.clip import build_clip
+
+        state = load_state_dict(path, what="CLIP")
+        state.pop("attn_mask", None)
+        module = build_clip(model_set.clip_config(), "meta")
+    elif component == "unet":
+        from unianimate_cli.models.unet import UniAnimateUNet
+
+        state = load_state_dict(path, what="UNet")
+        with torch.device("meta"):
+            module = UniAnimateUNet(model_set.unet_config())
+    else:
+        raise WeightsError(f"unknown component {component!r}", f"known: {', '.join(COMPONENTS)}")
+    load_into(module, state, f"{component} ({path.name})", assign=True)
+    return path
+
+
 def official_model_set(dirs: Sequence[Path] = ()) -> ModelSet:
     """The reference release: official file names, official configs."""
     comps = {name: ComponentEntry(spec.filename) for name, spec in OFFICIAL_WEIGHTS.items()}
