@@ -66,6 +66,17 @@ def test_sampler_free_running(fixtures_dir: Path) -> None:
 
 
 @needs_unet
+def test_sampler_most_steps_free_running(fixtures_dir: Path) -> None:
+    """One run with the most model steps (31 for the official 30) drifts within tolerance too."""
+    folder = fixtures_dir / "diffusion" / "sampler_tiny"
+    runs = json.loads((folder / "meta.json").read_text())["runs"]
+    longest = max(runs, key=lambda name: len(ddim_timesteps(int(runs[name]["ddim_timesteps"]))))
+    results = run_sampler(folder, only_runs=[longest])
+    assert f"{longest}.final" in {c.name for c in results}
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+@needs_unet
 def test_long_free_running(fixtures_dir: Path) -> None:
     folder = fixtures_dir / "diffusion" / "long_tiny"
     runs = _fewest_step_runs(folder)

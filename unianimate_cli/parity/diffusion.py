@@ -337,6 +337,22 @@ def _run_sampler_format(
             window_batch_size=batch_size,
             on_windows=lambda t, outs: seen_windows.append(outs),
         )
+        if v_ref is not None:
+            # Model teacher-forced: our whole step on the stored x[i]; localises a failure
+            # to one step and one branch before errors compound.
+            tf_v, tf_x, tf_x0 = [], [], []
+            for k, s in enumerate(steps):
+                v = denoiser(x_ref[k], s.t)
+                x_next, x0 = ddim_step(schedule, x_ref[k], v, s)
+                tf_v.append(v)
+                tf_x.append(x_next)
+                tf_x0.append(x0)
+            out.append(_compare_steps(f"{run}.v_guided (model, teacher-forced)", tf_v, v_ref))
+            out.append(_compare_steps(f"{run}.x (model, teacher-forced)", tf_x, x_ref[1:]))
+            if f"{run}.x0_pred" in runs:
+                out.append(_compare_steps(f"{run}.x0_pred (model, teacher-forced)", tf_x0, runs[f"{run}.x0_pred"]))
+            out.extend(_compare_branch_outputs(f"{run} (model, teacher-forced)", run, runs, seen_windows))
+            seen_windows.clear()
         with torch.no_grad():
             final = ddim_sample(denoiser, x_T, steps, schedule, callback=on_step)
         out.append(_compare_steps(f"{run}.x", seen_x, x_ref))
@@ -345,13 +361,22 @@ def _run_sampler_format(
             out.append(_compare_steps(f"{run}.x0_pred", seen_x0, runs[f"{run}.x0_pred"]))
         if v_ref is not None:
             out.append(_compare_steps(f"{run}.v_guided", seen_v, v_ref))
-        for branch in ("cond", "uncond"):
-            if f"{run}.v_{branch}" in runs:  # single-window: the window output is the clip output
-                ours = [getattr(w[0], f"v_{branch}") for w in seen_windows]
-                out.append(_compare_steps(f"{run}.v_{branch}", ours, runs[f"{run}.v_{branch}"]))
-            if f"{run}.window_v_{branch}" in runs:
-                ours = [torch.stack([getattr(w, f"v_{branch}")[0] for w in step]) for step in seen_windows]
-                out.append(_compare_steps(f"{run}.window_v_{branch}", ours, runs[f"{run}.window_v_{branch}"]))
+        out.extend(_compare_branch_outputs(run, run, runs, seen_windows))
+    return out
+
+
+def _compare_branch_outputs(label: str, run: str, runs: dict[str, Any], seen: list[Any]) -> list[Comparison]:
+    """Raw conditional/unconditional UNet outputs per step (per window for the long format)."""
+    import torch
+
+    out = []
+    for branch in ("cond", "uncond"):
+        if f"{run}.v_{branch}" in runs:  # single window: the window output is the clip output
+            ours = [getattr(w[0], f"v_{branch}") for w in seen]
+            out.append(_compare_steps(f"{label} v_{branch}", ours, runs[f"{run}.v_{branch}"]))
+        if f"{run}.window_v_{branch}" in runs:
+            ours = [torch.stack([getattr(w, f"v_{branch}")[0] for w in step]) for step in seen]
+            out.append(_compare_steps(f"{label} window_v_{branch}", ours, runs[f"{run}.window_v_{branch}"]))
     return out
 
 
