@@ -153,3 +153,11 @@ def test_segment_plan_errors_and_seeds() -> None:
     assert torch.equal(mix_image_embedding(photo, last, 0.25), torch.full((1, 1, 4), 0.25))
     with pytest.raises(InputError):
         mix_image_embedding(photo, last, 1.5)
+
+
+def test_window_progress_is_reported_per_batch() -> None:
+    conditions, x_T = _clip()
+    progress: list[tuple[int, int]] = []
+    params = RenderParams(num_steps=5, context_size=5, context_overlap=2, window_batch_size=3)
+    render_latents(ToyUNet(), conditions, x_T, params, on_window=lambda d, n: progress.append((d, n)))
+    assert progress == [(3, 4), (4, 4)] * len(plan_steps(params))

@@ -74,7 +74,8 @@ class GuidedDenoiser:
     ``conditions`` are the already selected conditional inputs (e.g.
     ``full.select(Variant.B)``) for the whole clip; ``windows`` defaults to one window of
     every frame (the short sampler). ``on_windows``, if given, receives every window's raw
-    outputs at each evaluation. ``unet_calls`` counts UNet forward calls (for resume tests).
+    outputs at each evaluation; ``on_batch(windows_done, num_windows)`` runs after each UNet
+    batch (progress within a step). ``unet_calls`` counts UNet forward calls.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class GuidedDenoiser:
         windows: Sequence[Window] | None = None,
         window_batch_size: int = 1,
         on_windows: Callable[[int, list[WindowOutput]], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
         self.unet = unet
         self.conditions = conditions
@@ -92,6 +94,7 @@ class GuidedDenoiser:
         self.windows = None if windows is None else [list(w) for w in windows]
         self.window_batch_size = window_batch_size
         self.on_windows = on_windows
+        self.on_batch = on_batch
         self.unet_calls = 0
         self.uncond = Conditions()
 
@@ -111,6 +114,7 @@ class GuidedDenoiser:
         sum_uncond = torch.zeros_like(x_t)
         counter = torch.zeros((1, 1, num_frames, 1, 1), dtype=x_t.dtype, device=x_t.device)
         seen: list[WindowOutput] = []
+        done = 0
         with torch.no_grad():
             for group in batch_windows(list(windows), self.window_batch_size):
                 x_in = torch.cat([x_t[:, :, c] for c in group])
@@ -131,6 +135,9 @@ class GuidedDenoiser:
                     counter[:, :, c] = counter[:, :, c] + 1
                     if self.on_windows is not None:
                         seen.append(WindowOutput(list(c), part_c, part_u))
+                done += len(group)
+                if self.on_batch is not None:
+                    self.on_batch(done, len(windows))
         if self.on_windows is not None:
             self.on_windows(t, seen)
         v_cond = sum_cond / counter

@@ -135,14 +135,16 @@ def render_latents(
     on_step: Callable[[StepState], None] | None = None,
     resume: ResumeState | None = None,
     schedule: NoiseSchedule | None = None,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Sample one clip (any length: one window or overlapping windows) and return its latents.
 
     ``conditions`` hold every available condition for the whole clip; ``params.variant``
     picks the ones the conditional pass gets. ``x_T`` [b,4,f,h,w] is the initial latent
     (:func:`make_initial_latent`). ``on_step`` runs after each DDIM step; ``resume``
-    continues from a saved state (see the module docstring). Returns [b,4,f,h,w], to be
-    decoded after ×1/0.18215.
+    continues from a saved state (see the module docstring); ``on_window(done, total)``
+    reports windows finished within the current step. Returns [b,4,f,h,w], to be decoded
+    after ×1/0.18215.
     """
     schedule = schedule or NoiseSchedule.official()
     missing = conditions.missing(params.variant)
@@ -159,6 +161,7 @@ def render_latents(
         guide_scale=params.guide_scale,
         windows=windows,
         window_batch_size=params.window_batch_size,
+        on_batch=on_window,
     )
     x, start = x_T, 0
     if resume is not None:

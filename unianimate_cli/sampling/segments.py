@@ -16,6 +16,18 @@ design, built from the short sampler:
   render equals an uninterrupted one and any segment can be re-rendered alone.
 * The CLIP image embedding: the photo's is kept by default (``embedding_mix = 0``), which
   fights identity drift; :func:`mix_image_embedding` can blend in the hand-over frame's.
+
+Recipe for the stage, per ``segment`` of ``plan_segments(...)``:
+
+1. reference image = the photo if ``segment.reference_frame is None``, else decoded output
+   frame ``reference_frame`` (optionally ``conditions.match_color_statistics`` to the photo);
+   reference pose = the photo's pose, else the pose of frame ``reference_frame``.
+2. ``gen = segment_generator(seed, segment.index)``; ``conditions.build_conditions`` with
+   poses ``[poses[i] for i in segment.clip_frames]`` and a VAE encoder drawing from ``gen``;
+   for i > 0 replace ``image`` by ``mix_image_embedding(photo_embedding, ...)``.
+3. ``x_T = render.make_initial_latent(conditions.randomref, gen, prior)`` (same ``gen``, after
+   the VAE sample: the reference's draw order), ``render.render_latents(...)``.
+4. Decode, drop the first ``segment.drop_first`` frames, append; checkpoint the segment.
 """
 
 from __future__ import annotations
