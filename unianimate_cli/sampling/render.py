@@ -147,17 +147,18 @@ def render_latents(
     after ×1/0.18215.
     """
     schedule = schedule or NoiseSchedule.official()
-    missing = conditions.missing(params.variant)
+    variant = Variant(params.variant)
+    missing = conditions.missing(variant)
     if missing:
         raise InputError(
-            f"variant {params.variant.value} needs the conditions {missing}, which were not built",
+            f"variant {variant.value} needs the conditions {missing}, which were not built",
             "build every condition of the variant before sampling",
         )
     plan = plan_steps(params)
     windows = plan_windows(int(x_T.shape[2]), params)
     denoiser = GuidedDenoiser(
         unet,
-        conditions.select(params.variant),
+        conditions.select(variant),
         guide_scale=params.guide_scale,
         windows=windows,
         window_batch_size=params.window_batch_size,
