@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from unianimate_cli.parity import failures
 from unianimate_cli.parity.diffusion import run_long, run_sampler
 from unianimate_cli.sampling.conditions import Conditions
 from unianimate_cli.sampling.ddim import StepState, ddim_sample, ddim_step
@@ -19,7 +20,7 @@ def test_teacher_forced_checks_pass(fixtures_dir: Path, folder: str) -> None:
     runner = run_long if folder == "long_tiny" else run_sampler
     results = runner(fixtures_dir / "diffusion" / folder, free_running=False)
     assert any("teacher-forced" in r.name for r in results)
-    failed = [r for r in results if not r.ok]
+    failed = failures(results)
     assert not failed, failed
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unianimate_cli.parity import run_parity
+from unianimate_cli.parity import failures, run_parity
 from unianimate_cli.parity.diffusion import (
     CHECKERS,
     load_fixture_unet,
@@ -53,7 +53,7 @@ def test_detection(fixtures_dir: Path) -> None:
 def test_runner_passes_without_a_model(fixtures_dir: Path, name: str, kind: str) -> None:
     found, results = run_parity(fixtures_dir / name)
     assert found == kind and results
-    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    assert not failures(results), failures(results)
 
 
 @needs_unet
@@ -62,7 +62,7 @@ def test_sampler_free_running(fixtures_dir: Path) -> None:
     runs = _fewest_step_runs(folder)
     results = run_sampler(folder, only_runs=runs)
     assert {f"{r}.final" for r in runs} <= {c.name for c in results}
-    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    assert not failures(results), failures(results)
 
 
 @needs_unet
@@ -73,7 +73,7 @@ def test_sampler_most_steps_free_running(fixtures_dir: Path) -> None:
     longest = max(runs, key=lambda name: len(ddim_timesteps(int(runs[name]["ddim_timesteps"]))))
     results = run_sampler(folder, only_runs=[longest])
     assert f"{longest}.final" in {c.name for c in results}
-    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    assert not failures(results), failures(results)
 
 
 @needs_unet
@@ -82,7 +82,7 @@ def test_long_free_running(fixtures_dir: Path) -> None:
     runs = _fewest_step_runs(folder)
     results = run_long(folder, only_runs=runs)
     assert {f"{r}.final" for r in runs} <= {c.name for c in results}
-    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    assert not failures(results), failures(results)
 
 
 @needs_unet

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from unianimate_cli.parity import failures
 from unianimate_cli.parity.diffusion import detect_long, detect_sampler, run_long, run_sampler
 from unianimate_cli.sampling.conditions import Conditions
 from unianimate_cli.sampling.ddim import StepState, ddim_sample
@@ -112,7 +113,7 @@ def _write_twin(folder: Path, long: bool) -> None:
 
 
 def _failed(results: list) -> list:
-    return [r for r in results if not r.ok]
+    return failures(results)
 
 
 def test_long_twin_passes_and_settings_are_read(tmp_path: Path) -> None:
