@@ -1,0 +1,39 @@
+"""Synthetic people for the demo model family: seeded looks, dance motion, renderer, examples.
+
+Public API (numpy + OpenCV only, deterministic for a seed):
+
+* ``make_figure_style(seed) -> FigureStyle``: proportions, skin, hair, clothes.
+* ``make_motion(seed, num_frames, fps, skeleton=None) -> Motion``: a dance in body units.
+* ``render_figure(style, keypoints, height_px, width_px, background) -> uint8 h w 3 RGB``.
+* ``make_example(seed, num_frames, height_px, width_px, fps=15.0) -> Example``.
+* ``make_example_poses(seed, ...)``: the same example's keypoints only (style, photo, clip).
+* ``write_example(folder, example)``: ``photo.png``, ``dance.mp4`` and ground-truth pose files.
+"""
+
+from unianimate_cli.demo.motion import Motion, Skeleton, make_motion
+from unianimate_cli.demo.synth import (
+    Example,
+    FigureStyle,
+    Material,
+    make_background,
+    make_example,
+    make_example_poses,
+    make_figure_style,
+    render_figure,
+    write_example,
+)
+
+__all__ = [
+    "Example",
+    "FigureStyle",
+    "Material",
+    "Motion",
+    "Skeleton",
+    "make_background",
+    "make_example",
+    "make_example_poses",
+    "make_figure_style",
+    "make_motion",
+    "render_figure",
+    "write_example",
+]
