@@ -33,24 +33,30 @@ def _onnx(fixtures_dir: Path) -> tuple[Path, Path, Path]:
 
 def _make_video(path: Path, photo: Path, shifts: tuple[int, ...] = SHIFTS, fps: int = FPS) -> tuple[int, int]:
     """Frames = the photo rolled sideways by each shift, cropped to even sizes; H.264 via PyAV."""
-    import av
     import cv2
 
     bgr = cv2.imread(str(photo))
     assert bgr is not None
     rgb = bgr[..., ::-1]
     h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
+    _encode(path, [np.roll(rgb, s, axis=1)[:h, :w] for s in shifts], fps)
+    return h, w
+
+
+def _encode(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    import av
+
+    h, w = frames[0].shape[:2]
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": "10", "g": "4"}  # short GOP: resuming later chunks really seeks
-        for s in shifts:
-            frame = np.ascontiguousarray(np.roll(rgb, s, axis=1)[:h, :w])
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return h, w
 
 
 def _sha(path: Path) -> str:
@@ -113,6 +119,7 @@ def test_extract_writes_poses_fps_and_preview(
     assert result.resumed_frames == 0
     assert result.people_in_photo == 2  # image1 holds the main person and a small one
     assert any("2 people found" in w for w in result.warnings)
+    assert any("several people in dance.mp4" in w for w in result.warnings)
     assert result.provider_message and "CPUExecutionProvider" in result.provider_message
     assert [d for d, _ in seen] == list(range(1, len(expected_sources) + 1))
 
@@ -155,7 +162,7 @@ def test_extract_resumes_after_interrupt_without_recomputing(
     params = ExtractPoseParams(chunk_frames=chunk, batch_size=2, device="cpu", person=person)
     whole = tmp_path / "whole"
     counter = _Count(monkeypatch)
-    _run(fixtures_dir, video, whole, params)
+    whole_result = _run(fixtures_dir, video, whole, params)
     uninterrupted_calls = counter.calls
     assert uninterrupted_calls == len(SHIFTS) + 1  # every frame + the photo
     # person 1 is the small bystander: the choice must survive the resume's tracker replay
@@ -182,6 +189,7 @@ def test_extract_resumes_after_interrupt_without_recomputing(
     assert result.resumed_frames == (k + 1) * chunk
     assert counter.calls == len(SHIFTS) - (k + 1) * chunk  # neither the photo nor finished chunks again
     assert progress[0] == (k + 1) * chunk and progress[-1] == len(SHIFTS)
+    assert result.warnings == whole_result.warnings and result.people_in_photo == 2
     for name in ("reference.jsonl", "driving.jsonl", "preview.mp4"):
         assert _sha(cut / "pose" / name) == _sha(whole / "pose" / name), name
 
@@ -199,7 +207,7 @@ def test_extract_resumes_after_interrupt_without_recomputing(
     counter.calls = 0
     again = _run(fixtures_dir, video, done, params)
     assert counter.calls == 0 and again.provider_message is None
-    assert again.resumed_frames == len(SHIFTS)
+    assert again.resumed_frames == len(SHIFTS) and again.warnings == whole_result.warnings
     for name in ("reference.jsonl", "driving.jsonl", "preview.mp4"):
         assert _sha(done / "pose" / name) == _sha(whole / "pose" / name), name
 
@@ -223,6 +231,22 @@ def test_partial_chunks_of_other_settings_are_discarded(
     assert result.resumed_frames == 0 and counter.calls == 8 + 1
     assert any("discarding" in w for w in result.warnings)
     assert load_poses(tmp_path / "pose" / "driving.jsonl").source_frames == tuple(range(2, 10))
+
+
+def test_frame_without_anybody_gets_an_empty_pose_and_a_warning(fixtures_dir: Path, tmp_path: Path) -> None:
+    import cv2
+
+    folder, _, _ = _onnx(fixtures_dir)
+    bgr = cv2.imread(str(folder / "image1.png"))
+    assert bgr is not None
+    person = bgr[:, :384, ::-1]
+    white = np.full_like(person, 255)  # the tiny detector sees nobody in a white image
+    video = tmp_path / "gap.mp4"
+    _encode(video, [person, white, person], fps=FPS)
+    result = _run(fixtures_dir, video, tmp_path, ExtractPoseParams(device="cpu"), preview=False)
+    assert any("1 of 3 frames of gap.mp4 had no detected person" in w for w in result.warnings)
+    boxes = [f.box_xyxy for f in load_poses(tmp_path / "pose" / "driving.jsonl").frames]
+    assert boxes[1] is None and boxes[0] is not None and boxes[2] is not None
 
 
 def test_photo_without_person_is_an_input_error_before_the_video(

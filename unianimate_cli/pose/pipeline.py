@@ -233,7 +233,10 @@ def extract_poses(
         log.info("resuming %s: %d frames from %d finished chunks", video.name, len(done_frames), len(done_chunks))
         if progress is not None:
             progress(len(done_frames), total)
-    counts = _PeopleCounts()
+    counts = _PeopleCounts(frames_without_person=sum(f.box_xyxy is None for f in done_frames))
+    if done_chunks:
+        first = done_chunks[-1].meta.get("first_crowded_frame")
+        counts.first_crowded_frame = first if isinstance(first, int) else None
     if not is_complete:
         remaining = None if params.max_frames is None else params.max_frames - len(done_frames)
         decoded = iter_frames(
@@ -263,19 +266,19 @@ def extract_poses(
             sources.append(buffer_sources[-1])
             total = max(total, len(frames))
             if len(buffer) == chunk:
-                _save_chunk(partial_dir, chunk_index, buffer, buffer_sources)
+                _save_chunk(partial_dir, chunk_index, buffer, buffer_sources, counts)
                 chunk_index, buffer, buffer_sources = chunk_index + 1, [], []
             if progress is not None:
                 progress(len(frames), total)
         if buffer:
-            _save_chunk(partial_dir, chunk_index, buffer, buffer_sources)
+            _save_chunk(partial_dir, chunk_index, buffer, buffer_sources, counts)
 
     if not frames:
         raise InputError(
             f"no frames taken from {video}: start frame {params.start_frame} is at or past its end",
             "use a smaller start frame",
         )
-    warnings.extend(counts.warnings(video.name, len(frames) - len(done_frames)))
+    warnings.extend(counts.warnings(video.name, len(frames)))
 
     meta = {
         "video": video.name,
@@ -327,26 +330,24 @@ def _has_person_box(frame: PoseFrame) -> bool:
 
 @dataclass
 class _PeopleCounts:
-    """How many newly posed frames had nobody / several people (for the result's warnings)."""
+    """Frames with nobody / several people (for the result's warnings; chunks carry them over)."""
 
     frames_without_person: int = 0
     first_crowded_frame: int | None = None
-    seen: int = 0
 
     def add(self, people: list[PoseFrame], source_index: int) -> None:
-        self.seen += 1
         if len(people) == 1 and people[0].box_xyxy is None:
             self.frames_without_person += 1
         if len(people) > 1 and self.first_crowded_frame is None:
             self.first_crowded_frame = source_index
 
-    def warnings(self, name: str, computed: int) -> list[str]:
+    def warnings(self, name: str, num_frames: int) -> list[str]:
         out = []
         if self.first_crowded_frame is not None:
             # dwpose.track_person logs its own line about this; keep ours for the result only
             out.append(f"several people in {name} (first at source frame {self.first_crowded_frame}); one was followed")
         if self.frames_without_person:
-            message = f"{self.frames_without_person} of {computed} frames of {name} had no detected person (empty poses)"
+            message = f"{self.frames_without_person} of {num_frames} frames of {name} had no detected person (empty poses)"
             log.warning(message)
             out.append(message)
         return out
@@ -388,13 +389,24 @@ def _photo_pose(
     get_model: Callable[[], DWPose],
     warnings: list[str],
 ) -> tuple[PoseFrame, int]:
+    def crowd_warning(num_people: int) -> str | None:
+        if num_people <= 1:
+            return None
+        how = "the largest, most central one" if params.person == "auto" else f"person {params.person}"
+        return f"{num_people} people found in {photo}; using {how}"
+
     saved = partial_dir / _REFERENCE_FILE
     if saved.is_file():
         try:
             seq = load_poses(saved)
-            if len(seq) == 1:
-                return seq[0], int(seq.meta.get("people_found", 1))
-        except (InputError, ValueError, TypeError):
+            num_people = seq.meta.get("people_found")
+            if len(seq) == 1 and isinstance(num_people, int):
+                message = crowd_warning(num_people)
+                if message is not None:
+                    log.warning(message)
+                    warnings.append(message)
+                return seq[0], num_people
+        except InputError:
             pass
         log.warning("discarding unreadable partial file %s", saved)
         saved.unlink(missing_ok=True)
@@ -402,9 +414,9 @@ def _photo_pose(
 
     people = get_model().people(np.ascontiguousarray(photo_rgb[..., ::-1]), whole_image_fallback=False)
     chosen = select_person(people, params.person, str(photo))  # logs its own line for several
-    if len(people) > 1:
-        how = "the largest, most central one" if params.person == "auto" else f"person {params.person}"
-        warnings.append(f"{len(people)} people found in {photo}; using {how}")
+    message = crowd_warning(len(people))
+    if message is not None:
+        warnings.append(message)
     save_poses(saved, PoseSequence((chosen,), source=photo.name, meta={"people_found": len(people)}))
     return chosen, len(people)
 
@@ -483,8 +495,11 @@ def _load_chunks(partial_dir: Path, params: ExtractPoseParams) -> list[PoseSeque
     return chunks
 
 
-def _save_chunk(partial_dir: Path, index: int, frames: list[PoseFrame], sources: list[int]) -> None:
-    seq = PoseSequence(tuple(frames), source_frames=tuple(sources), meta={"chunk": index})
+def _save_chunk(
+    partial_dir: Path, index: int, frames: list[PoseFrame], sources: list[int], counts: _PeopleCounts
+) -> None:
+    meta = {"chunk": index, "first_crowded_frame": counts.first_crowded_frame}
+    seq = PoseSequence(tuple(frames), source_frames=tuple(sources), meta=meta)
     save_poses(_chunk_path(partial_dir, index), seq)
 
 
