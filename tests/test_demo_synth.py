@@ -203,3 +203,21 @@ def test_write_example_writes_readable_files(tmp_path: Path) -> None:
     poses = load_poses(paths["video_poses"])
     assert len(poses) == 12 and all(p.equals(q) for p, q in zip(poses.frames, ex.keypoints_frames.frames))
     assert load_poses(paths["photo_pose"])[0].equals(ex.keypoints_photo)
+
+
+@pytest.mark.parametrize(("height_px", "width_px"), SIZES)
+def test_aligned_driving_poses_are_the_clip_poses(height_px: int, width_px: int) -> None:
+    """The clip starts in the photo's stance, so aligning it to the photo changes nothing:
+    the rendered clip is the ground truth for animating the photo with its own poses."""
+    from unianimate_cli.pose.align import align_poses
+
+    for seed in range(4):
+        _, photo, clip = make_example_poses(seed, 24, height_px, width_px)
+        assert np.allclose(clip[0].body, photo.body, atol=1e-12)
+        assert not np.allclose(clip[-1].body, photo.body, atol=1e-3)  # and then it dances
+        for mode in ("robust", "reference"):
+            aligned = align_poses(photo, clip.frames, mode=mode)  # type: ignore[arg-type]
+            for got, want in zip(aligned.frames, clip.frames):
+                vis = want.body_visible
+                np.testing.assert_allclose(got.body[vis], want.body[vis], atol=1e-9)
+                np.testing.assert_allclose(got.hands, want.hands, atol=1e-9)

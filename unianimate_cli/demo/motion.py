@@ -226,7 +226,8 @@ def pose_points(skeleton: Skeleton, angles: JointAngles) -> tuple[np.ndarray, np
     pts[:, FACE] = face_pts
     vis[:, FACE] = face_vis
     special = np.array(
-        [NOSE_LON_LAT_RHO, (-EYE_LON, EYE_LAT, 1.0), (EYE_LON, EYE_LAT, 1.0), (-EAR_LON, EAR_LAT, 1.0), (EAR_LON, EAR_LAT, 1.0)]
+        [NOSE_LON_LAT_RHO, (-EYE_LON, EYE_LAT, 1.0), (EYE_LON, EYE_LAT, 1.0),
+         (-EAR_LON, EAR_LAT, 1.0), (EAR_LON, EAR_LAT, 1.0)]  # fmt: skip
     )
     sp, _ = _sphere_points(centre, h_across, h_up, angles.yaw, sk.head_radius, special)
     depth = np.cos(special[None, :, 0] + angles.yaw[:, None])
@@ -305,12 +306,18 @@ def _wave(rng: np.random.Generator, t: np.ndarray, amp: float, base_hz: float, r
     return out
 
 
-def make_motion(seed: int, num_frames: int, fps: float, skeleton: Skeleton | None = None) -> Motion:
+def make_motion(
+    seed: int, num_frames: int, fps: float, skeleton: Skeleton | None = None, is_starting_at_rest: bool = True
+) -> Motion:
     """A seeded dance: sums of sinusoids on a random beat per joint, steps, sway, turns, zoom.
 
     The beat is 80-140 bpm; arms swing up to about 1.3 rad around a raised base, one leg at a time
-    lifts on alternate beats, the hips sway and drift, and the figure turns up to about 0.7 rad
-    (starting near facing the camera, so frame 0 is a good alignment frame). Same seed, same clip.
+    lifts on alternate beats, the hips sway and drift, and the figure turns up to about 0.7 rad.
+    With ``is_starting_at_rest`` frame 0 is the ``neutral_angles`` stance and the dance fades in
+    over 0.3-0.8 s: pose alignment measures its ratios on frame 0, and a frame 0 that matches the
+    photo's stance makes them exactly 1 (the reference measures lengths in normalised units, so
+    differently pointing limbs would get ratios of 0.7-1.0 on non-square frames and the aligned
+    poses would miss the clip's own). Same seed, same clip.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -360,6 +367,16 @@ def make_motion(seed: int, num_frames: int, fps: float, skeleton: Skeleton | Non
         l_leg=np.clip(l_leg, -0.1, 0.9), l_knee=np.clip(l_knee, 0.0, 1.4),
         r_shrug=shrug, l_shrug=-shrug if is_mirrored else shrug,
     )  # fmt: skip
+    fade_s = rng.uniform(0.3, 0.8)
+    if is_starting_at_rest:
+        w = np.clip(t / fade_s, 0.0, 1.0)
+        w = w * w * (3 - 2 * w)  # smoothstep
+        rest = neutral_angles(num_frames)
+        blended = {}
+        for f in fields(angles):
+            a, b = getattr(rest, f.name), getattr(angles, f.name)
+            blended[f.name] = a + w * (b - a)
+        angles = JointAngles(**blended)
     points, visible = pose_points(sk, angles)
     zoom = 1.0 + _wave(rng, t, rng.uniform(0.0, 0.06), slow, (0.5,))
     return Motion(skeleton=sk, angles=angles, points=points, visible=visible, zoom=zoom, fps=float(fps))

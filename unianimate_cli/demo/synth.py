@@ -99,7 +99,8 @@ def _cloth(rng: np.random.Generator, avoid: list[Rgb]) -> Material:
             break
     pattern: Pattern = rng.choice(["solid", "solid", "stripes", "checks"])  # type: ignore[assignment]
     h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in color))
-    color2 = _hsv(h + rng.uniform(-0.15, 0.15), s * rng.uniform(0.3, 1.0), v * rng.uniform(0.35, 0.7) if v > 0.5 else v + 0.35)
+    v2 = v * rng.uniform(0.35, 0.7) if v > 0.5 else v + 0.35  # the second colour is darker or lighter
+    color2 = _hsv(h + rng.uniform(-0.15, 0.15), s * rng.uniform(0.3, 1.0), v2)
     return Material(color=color, pattern=pattern, color2=color2, period=float(rng.uniform(0.12, 0.3)))
 
 
@@ -240,8 +241,8 @@ class _Painter:
         length = float(np.hypot(d[0], d[1]))
         if length < 1e-6:
             d, length = np.array([0.0, 1.0]), 1e-6
-        dx, dy = d / length
-        rx, ry = xs - p[0], ys - p[1]
+        dx, dy = float(d[0]) / length, float(d[1]) / length
+        rx, ry = xs - float(p[0]), ys - float(p[1])
         along = rx * dx + ry * dy
         across = ry * dx - rx * dy
         t = np.clip(along / length, 0.0, 1.0)
@@ -254,7 +255,9 @@ class _Painter:
         shading = 1.0 - self.shade * np.clip(across / np.maximum(radius, 1e-3), -1, 1) ** 2
         self._blend(sy, sx, alpha, colour * shading[..., None])
 
-    def polygon(self, pts: np.ndarray, p: np.ndarray, q: np.ndarray, half_width: float, mat: Material, unit: float) -> None:
+    def polygon(
+        self, pts: np.ndarray, p: np.ndarray, q: np.ndarray, half_width: float, mat: Material, unit: float
+    ) -> None:
         """A convex polygon (n, 2), textured in the frame of axis p -> q, shaded across half_width."""
         box = self._box(pts.min(axis=0), pts.max(axis=0))
         if box is None:
@@ -292,9 +295,9 @@ class _Painter:
         if box is None:
             return
         sy, sx, xs, ys = box
-        rx, ry = xs - c[0], ys - c[1]
-        lat_px = rx * across[0] + ry * across[1]
-        up_px = rx * up[0] + ry * up[1]
+        rx, ry = xs - float(c[0]), ys - float(c[1])
+        lat_px = rx * float(across[0]) + ry * float(across[1])
+        up_px = rx * float(up[0]) + ry * float(up[1])
         dist = np.hypot(rx, ry)
         alpha = np.clip(r - dist + 0.5, 0.0, 1.0)
         inside = np.clip(dist / r, 0.0, 0.999)
