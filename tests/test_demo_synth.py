@@ -221,3 +221,23 @@ def test_aligned_driving_poses_are_the_clip_poses(height_px: int, width_px: int)
                 vis = want.body_visible
                 np.testing.assert_allclose(got.body[vis], want.body[vis], atol=1e-9)
                 np.testing.assert_allclose(got.hands, want.hands, atol=1e-9)
+
+
+def test_motion_is_a_function_of_time_not_of_frame_rate() -> None:
+    """Every other frame at 30 fps is the 15 fps clip: the dance lives in seconds, fps only samples it."""
+    fast, slow = make_motion(9, 40, 30.0), make_motion(9, 20, 15.0)
+    np.testing.assert_allclose(fast.points[::2], slow.points, atol=1e-12)
+    np.testing.assert_allclose(fast.zoom[::2], slow.zoom, atol=1e-12)
+
+
+def test_styles_vary_over_seeds() -> None:
+    styles = [make_figure_style(s) for s in range(40)]
+    assert styles[0] == make_figure_style(0)
+    assert {s.shirt.pattern for s in styles} == {"solid", "stripes", "checks"}
+    for flag in ("has_long_sleeves", "has_shorts", "has_long_hair"):
+        assert {getattr(s, flag) for s in styles} == {True, False}, flag
+    assert len({s.skin for s in styles}) == 40 and len({s.skeleton.upper_arm for s in styles}) == 40
+    for s in styles:  # clothes never blend into the skin or each other
+        assert np.linalg.norm(np.subtract(s.shirt.color, s.trousers.color)) > 100
+        assert np.linalg.norm(np.subtract(s.shirt.color, s.skin)) > 100
+        assert np.linalg.norm(np.subtract(s.trousers.color, s.skin)) > 100

@@ -93,9 +93,13 @@ def _distance(a: Rgb, b: Rgb) -> float:
 
 def _cloth(rng: np.random.Generator, avoid: list[Rgb]) -> Material:
     # clothes differ clearly from the skin and from each other, so parts stay tellable apart
-    for _ in range(100):
-        color = _hsv(rng.random(), rng.uniform(0.35, 1.0), rng.uniform(0.3, 0.95))
-        if all(_distance(color, a) > 120 for a in avoid):
+    color, best = (0, 0, 0), -1.0
+    for _ in range(100):  # the first candidate far enough, else the farthest one
+        candidate = _hsv(rng.random(), rng.uniform(0.35, 1.0), rng.uniform(0.3, 0.95))
+        gap = min(_distance(candidate, a) for a in avoid)
+        if gap > best:
+            color, best = candidate, gap
+        if gap > 120:
             break
     pattern: Pattern = rng.choice(["solid", "solid", "stripes", "checks"])  # type: ignore[assignment]
     h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in color))
