@@ -297,6 +297,7 @@ def test_bad_params_and_start_past_end(fixtures_dir: Path, clip: tuple[Path, tup
 def test_align_and_draw_writes_condition_frames(
     fixtures_dir: Path, clip: tuple[Path, tuple[int, int]], tmp_path: Path
 ) -> None:
+    import cv2
     from PIL import Image
 
     from unianimate_cli.pose.draw import draw_pose
@@ -345,6 +346,10 @@ def test_align_and_draw_writes_condition_frames(
     assert info_jpg.reference_name == "ref_pose.jpg"
     img = np.asarray(Image.open(jpg_dir / "0000.jpg").convert("RGB"))
     assert img.shape == (384, 256, 3) and img.any()
+    # the bytes cv2.imwrite(canvas) gives with OpenCV's defaults, as run_align_pose.py saves them
+    canvas = draw_pose(reference, 384, 256)[..., ::-1]
+    ok, default_jpeg = cv2.imencode(".jpg", np.ascontiguousarray(canvas))
+    assert ok and (jpg_dir / "ref_pose.jpg").read_bytes() == default_jpeg.tobytes()
 
 
 def test_align_refuses_empty_driving(tmp_path: Path) -> None:
@@ -355,3 +360,22 @@ def test_align_refuses_empty_driving(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no driving frames") as info:
         align_and_draw(tmp_path / "ref.jsonl", empty, tmp_path / "a.jsonl", tmp_path / "f", AlignParams(), None)
     assert str(empty) in info.value.message and info.value.hint is not None
+
+
+def test_reference_mode_nan_is_an_input_error_robust_mode_is_not(fixtures_dir: Path, tmp_path: Path) -> None:
+    from unianimate_cli.pose.keypoints import PoseFrame, PoseSequence, save_poses
+
+    pose = json.loads((fixtures_dir / "pose" / "onnx" / "expected.json").read_text())["images"]["image1"]["pose"]
+    photo = PoseFrame.from_dwpose(
+        pose["bodies"]["candidate"], pose["bodies"]["subset"][0], pose["hands"], pose["faces"]
+    )
+    body = photo.body.copy()
+    body[5] = body[2]  # zero shoulder width: the reference divides by it
+    save_poses(tmp_path / "ref.jsonl", PoseSequence((photo,)))
+    save_poses(tmp_path / "drv.jsonl", PoseSequence((photo.with_points(body=body), photo), fps=12.0))
+    args = (tmp_path / "ref.jsonl", tmp_path / "drv.jsonl", tmp_path / "a.jsonl", tmp_path / "frames")
+    with pytest.raises(InputError, match="NaN or infinity"):
+        align_and_draw(*args, AlignParams(mode="reference"), None)
+    assert not (tmp_path / "a.jsonl").exists()
+    info = align_and_draw(*args, AlignParams(mode="robust"), None)
+    assert info.num_frames == 2 and load_poses(tmp_path / "a.jsonl").fps == 12.0

@@ -119,18 +119,22 @@ def check_extract_inputs(photo: Path, video: Path, params: ExtractPoseParams) ->
 
     Returns the video's ``VideoInfo``. Raises InputError naming the bad value or file.
     """
+    return _checked_inputs(photo, video, params)[0]
+
+
+def _checked_inputs(photo: Path, video: Path, params: ExtractPoseParams) -> tuple[VideoInfo, np.ndarray]:
     from unianimate_cli.media.image import load_image
     from unianimate_cli.media.video import probe_video
 
     _check_params(params)
-    load_image(photo)
+    photo_rgb = load_image(photo)
     info = probe_video(video)
     if not info.is_num_frames_estimated and params.start_frame >= info.num_frames:
         raise InputError(
             f"start frame {params.start_frame} is past the end of {video} ({info.num_frames} frames)",
             f"use a start frame from 0 to {info.num_frames - 1}",
         )
-    return info
+    return info, photo_rgb
 
 
 def _check_params(params: ExtractPoseParams) -> None:
@@ -193,12 +197,10 @@ def extract_poses(
     raises keeps it (a short last chunk is saved when the video ends, after its last call).
     ``total`` is estimated from the container's frame count.
     """
-    from unianimate_cli.media.image import load_image
     from unianimate_cli.media.video import iter_frames, output_fps
 
     photo, video, partial_dir = Path(photo), Path(video), Path(partial_dir)
-    info = check_extract_inputs(photo, video, params)
-    photo_rgb = load_image(photo)
+    info, photo_rgb = _checked_inputs(photo, video, params)
     fps = output_fps(info.fps, params.frame_interval)
     chunk = params.chunk_frames
     warnings: list[str] = []
@@ -517,6 +519,8 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
