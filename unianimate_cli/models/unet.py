@@ -340,6 +340,7 @@ class UniAnimateUNet(nn.Module):
         randomref: torch.Tensor | None = None,
         fps: torch.Tensor | None = None,
         trace: TraceFn | None = None,
+        has_condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict ``v`` for the noisy latent video ``x`` at integer timesteps ``t``.
 
@@ -350,6 +351,12 @@ class UniAnimateUNet(nn.Module):
         randomref [b, 4, f, h, w] reference latent (only frame 0 is read).
         Any condition may be None (all None: the unconditional guidance branch).
         ``fps`` [b] only with ``use_fps_condition``.
+
+        ``has_condition`` bool [b] lets one batch mix conditional and unconditional items
+        (classifier-free guidance in one call, see :func:`guided_pair`): items marked False
+        are computed exactly as if every condition were None (zero concat, zero reference
+        frame, zero image tokens), whatever their condition tensors hold. Those tensors
+        must still be given for the whole batch.
 
         ``trace``, when given, receives intermediate tensors by the names the fixtures use
         (``sinusoidal``, ``time_embedding``, ``image_context``, ``unet_input``,
@@ -366,6 +373,11 @@ class UniAnimateUNet(nn.Module):
 
         concat = self._condition_features(x, local_image, dwpose)
         ref_frame = self._reference_frame(x, randomref, dwpose)
+        keep = _condition_mask(has_condition, batch, x.device)
+        if keep is not None:
+            # where(), not a product: absent items get exact zeros, as the None path does.
+            concat = torch.where(keep[:, None, None, None, None], concat, 0.0)
+            ref_frame = torch.where(keep[:, None, None, None, None], ref_frame, 0.0)
         unet_in = torch.cat([ref_frame, torch.cat([x, concat], dim=1)], dim=2)  # b c (1 + f) h w
         _emit(trace, "unet_input", unet_in)
 
@@ -378,11 +390,11 @@ class UniAnimateUNet(nn.Module):
         if self.config.use_fps_condition and fps is not None:
             emb = emb + self.fps_embedding(sinusoidal_embedding(fps, self.config.dim).to(dtype))
         _emit(trace, "time_embedding", emb)
-        context = self._context(batch, image, dtype, trace)
+        context = self._context(batch, image, dtype, trace, keep)
 
-        # Every frame of a video shares its timestep embedding and context.
+        # Every frame of a video shares its timestep embedding and context [b, m, c]; the
+        # spatial transformers project the context once per video (see CrossAttention).
         video_frames = num_frames + 1
-        context = context.repeat_interleave(video_frames, dim=0)
         h = rearrange(unet_in, "b c f h w -> (b f) c h w")
         skips: list[torch.Tensor] = []
         for i, block in enumerate(self.input_blocks):
@@ -451,7 +463,12 @@ class UniAnimateUNet(nn.Module):
         return ref
 
     def _context(
-        self, batch: int, image: torch.Tensor | None, dtype: torch.dtype, trace: TraceFn | None
+        self,
+        batch: int,
+        image: torch.Tensor | None,
+        dtype: torch.dtype,
+        trace: TraceFn | None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-attention tokens [b, n + num_tokens, context_dim]: zero_y, then image tokens (zeros without image)."""
         assert self.zero_y is not None
@@ -460,6 +477,8 @@ class UniAnimateUNet(nn.Module):
         if image is not None:
             self._require("image")
             image_tokens = self.pre_image_condition(image.to(dtype)).reshape(batch, cfg.num_tokens, cfg.context_dim)
+            if keep is not None:
+                image_tokens = torch.where(keep[:, None, None], image_tokens, 0.0)
             _emit(trace, "image_context", image_tokens)
         else:
             image_tokens = text.new_zeros(batch, cfg.num_tokens, cfg.context_dim)
@@ -505,10 +524,40 @@ class UniAnimateUNet(nn.Module):
         if isinstance(layer, ResBlock):
             return layer(h, emb, num_frames)
         if isinstance(layer, SpatialTransformer):
-            return layer(h, context)
+            return layer(h, context, num_frames)
         if isinstance(layer, TemporalTransformer):
             return layer(h, num_frames)
         return layer(h)
+
+
+def guided_pair(
+    unet: UniAnimateUNet, x: torch.Tensor, t: torch.Tensor, conditions: Mapping[str, torch.Tensor | None]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditional and unconditional v in one UNet call of batch 2b (classifier-free guidance).
+
+    x [b, 4, f, h, w]; t [b] or one value; ``conditions`` the keyword conditions of the
+    conditional branch (image, local_image, dwpose, randomref; None = absent). The
+    unconditional branch is "every condition None". Returns (v_cond, v_uncond), each like
+    x. Equal to two separate calls up to float rounding of the batched kernels (tested);
+    costs the activations of batch 2b but ~1.1-1.3x less time than two calls.
+    """
+    batch = x.shape[0]
+    t = torch.as_tensor(t, device=x.device).reshape(-1)
+    t = t.expand(batch) if t.numel() == 1 else t
+    doubled = {k: None if v is None else torch.cat([v, v]) for k, v in conditions.items()}
+    has_condition = torch.arange(2 * batch, device=x.device) < batch
+    out = unet(torch.cat([x, x]), torch.cat([t, t]), has_condition=has_condition, **doubled)
+    return out[:batch], out[batch:]
+
+
+def _condition_mask(has_condition: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+    """has_condition as bool [b] on ``device``, or None when every item is conditional anyway."""
+    if has_condition is None:
+        return None
+    keep = torch.as_tensor(has_condition, device=device).reshape(-1).bool()
+    if keep.numel() != batch:
+        raise ValueError(f"has_condition has {keep.numel()} items for a batch of {batch}")
+    return keep
 
 
 def _pool_size(resolution: Sequence[int]) -> tuple[int, int]:
