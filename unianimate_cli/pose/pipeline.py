@@ -336,18 +336,24 @@ class _PeopleCounts:
 
     frames_without_person: int = 0
     first_crowded_frame: int | None = None
+    is_crowded_now: bool = False  # a frame posed in this call had several people
 
     def add(self, people: list[PoseFrame], source_index: int) -> None:
         if len(people) == 1 and people[0].box_xyxy is None:
             self.frames_without_person += 1
-        if len(people) > 1 and self.first_crowded_frame is None:
-            self.first_crowded_frame = source_index
+        if len(people) > 1:
+            self.is_crowded_now = True
+            if self.first_crowded_frame is None:
+                self.first_crowded_frame = source_index
 
     def warnings(self, name: str, num_frames: int) -> list[str]:
         out = []
         if self.first_crowded_frame is not None:
-            # dwpose.track_person logs its own line about this; keep ours for the result only
-            out.append(f"several people in {name} (first at source frame {self.first_crowded_frame}); one was followed")
+            first = self.first_crowded_frame
+            message = f"several people in {name} (first at source frame {first}); one person was followed"
+            if not self.is_crowded_now:  # else dwpose.track_person has logged it in this call
+                log.warning(message)
+            out.append(message)
         if self.frames_without_person:
             message = f"{self.frames_without_person} of {num_frames} frames of {name} had no detected person (empty poses)"
             log.warning(message)
