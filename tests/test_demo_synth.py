@@ -241,3 +241,26 @@ def test_styles_vary_over_seeds() -> None:
         assert np.linalg.norm(np.subtract(s.shirt.color, s.trousers.color)) > 100
         assert np.linalg.norm(np.subtract(s.shirt.color, s.skin)) > 100
         assert np.linalg.norm(np.subtract(s.trousers.color, s.skin)) > 100
+
+
+def test_transfer_example_puts_b_dance_on_a() -> None:
+    from unianimate_cli.demo import make_transfer_example
+    from unianimate_cli.pose.align import align_poses
+
+    tr = make_transfer_example(1, 2, 10, 96, 64)
+    again = make_transfer_example(1, 2, 10, 96, 64)
+    assert np.array_equal(tr.target.frames, again.target.frames)
+    assert tr.target.frames.shape == tr.driving.frames.shape == (10, 96, 64, 3)
+    assert tr.target.style == make_figure_style(1) and tr.driving.style == make_figure_style(2)
+    assert np.array_equal(tr.driving.frames, make_example(2, 10, 96, 64).frames)
+    # the target poses are B's driving poses aligned to A's photo
+    want = align_poses(tr.target.keypoints_photo, tr.driving.keypoints_frames.frames).frames
+    assert all(p.equals(q) for p, q in zip(tr.target.keypoints_frames.frames, want))
+    # B starts in the same stance as A, so aligned frame 0 is A's photo pose up to the parts
+    # alignment leaves alone (hip width, feet): within 2% of the frame
+    p0, photo = tr.target.keypoints_frames[0], tr.target.keypoints_photo
+    assert np.abs(p0.body - photo.body)[photo.body_visible].max() < 0.02
+    # A's look over A's background: target frame 0 is close to A's photo, far from B's frame 0
+    diff_a = np.abs(tr.target.frames[0].astype(int) - tr.target.photo.astype(int)).mean()
+    diff_b = np.abs(tr.target.frames[0].astype(int) - tr.driving.frames[0].astype(int)).mean()
+    assert diff_a < 3.0 < diff_b

@@ -7,6 +7,7 @@ Public API (numpy + OpenCV only, deterministic for a seed):
 * ``render_figure(style, keypoints, height_px, width_px, background) -> uint8 h w 3 RGB``.
 * ``make_example(seed, num_frames, height_px, width_px, fps=15.0) -> Example``.
 * ``make_example_poses(seed, ...)``: the same example's keypoints only (style, photo, clip).
+* ``make_transfer_example(photo_seed, dance_seed, ...)``: A's photo, B's dance, A dancing it.
 * ``write_example(folder, example)``: ``photo.png``, ``dance.mp4`` and ground-truth pose files.
 """
 
@@ -15,10 +16,12 @@ from unianimate_cli.demo.synth import (
     Example,
     FigureStyle,
     Material,
+    TransferExample,
     make_background,
     make_example,
     make_example_poses,
     make_figure_style,
+    make_transfer_example,
     render_figure,
     write_example,
 )
@@ -29,11 +32,13 @@ __all__ = [
     "Material",
     "Motion",
     "Skeleton",
+    "TransferExample",
     "make_background",
     "make_example",
     "make_example_poses",
     "make_figure_style",
     "make_motion",
+    "make_transfer_example",
     "render_figure",
     "write_example",
 ]

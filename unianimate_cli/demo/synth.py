@@ -565,6 +565,42 @@ def make_example(seed: int, num_frames: int, height_px: int, width_px: int, fps:
     )
 
 
+@dataclass(frozen=True)
+class TransferExample:
+    """Motion transfer with ground truth: person A's photo, person B's dance, A doing B's dance.
+
+    ``driving`` is B's own example (its frames are the driving video). ``target`` holds A's photo
+    and A rendered over A's background in B's poses *aligned to A's photo* (``pose.align``,
+    robust mode), i.e. what an animation of A's photo with B's video should look like.
+    """
+
+    target: Example
+    driving: Example
+
+
+def make_transfer_example(
+    photo_seed: int, dance_seed: int, num_frames: int, height_px: int, width_px: int, fps: float = 15.0
+) -> TransferExample:
+    """A's photo (``photo_seed``), B's dance video (``dance_seed``) and the aligned ground truth."""
+    from unianimate_cli.pose.align import align_poses
+
+    driving = make_example(dance_seed, num_frames, height_px, width_px, fps)
+    # A's photo is framed for a dance of this length (its own), which leaves room for B's too
+    style, keypoints_photo, _ = make_example_poses(photo_seed, num_frames, height_px, width_px, fps)
+    aligned = align_poses(keypoints_photo, driving.keypoints_frames.frames, mode="robust").frames
+    background = make_background(photo_seed, height_px, width_px)
+    frames = np.stack([render_figure(style, kp, height_px, width_px, background) for kp in aligned])
+    target = Example(
+        photo=render_figure(style, keypoints_photo, height_px, width_px, background),
+        frames=frames,
+        keypoints_photo=keypoints_photo,
+        keypoints_frames=PoseSequence(frames=aligned, fps=float(fps), source="synthetic", meta={"aligned": True}),
+        fps=float(fps),
+        style=style,
+    )
+    return TransferExample(target=target, driving=driving)
+
+
 def write_example(folder: Path | str, example: Example) -> dict[str, Path]:
     """Write ``photo.png``, ``dance.mp4`` and the ground-truth poses (``photo_pose.jsonl``,
     ``dance_poses.jsonl``, the pose library's format) into ``folder`` (created if needed)."""
