@@ -263,7 +263,9 @@ def test_transfer_example_puts_b_dance_on_a() -> None:
     assert np.array_equal(tr.driving.frames, make_example(2, 10, 96, 64).frames)
     # the target poses are B's driving poses aligned to A's photo
     want = align_poses(tr.target.keypoints_photo, tr.driving.keypoints_frames.frames).frames
-    assert all(p.equals(q) for p, q in zip(tr.target.keypoints_frames.frames, want))
+    for got, exp in zip(tr.target.keypoints_frames.frames, want):
+        assert all(np.array_equal(getattr(got, n), getattr(exp, n)) for n in ("body", "hands", "feet", "face"))
+        assert got.box_xyxy is not None and got.box_xyxy != exp.box_xyxy  # boxes are A's, re-measured
     # B starts in the same stance as A, so aligned frame 0 is A's photo pose up to the parts
     # alignment leaves alone (hip width, feet): within 2% of the frame
     p0, photo = tr.target.keypoints_frames[0], tr.target.keypoints_photo
@@ -272,3 +274,21 @@ def test_transfer_example_puts_b_dance_on_a() -> None:
     diff_a = np.abs(tr.target.frames[0].astype(int) - tr.target.photo.astype(int)).mean()
     diff_b = np.abs(tr.target.frames[0].astype(int) - tr.driving.frames[0].astype(int)).mean()
     assert diff_a < 3.0 < diff_b
+
+
+def test_boxes_hold_the_figure_tightly() -> None:
+    """Every keypoint frame carries the rendered figure's box: nothing is drawn outside it,
+    and each of its edges touches the figure (within 2 px)."""
+    ex = make_example(8, 6, 128, 96)
+    style = ex.style
+    for image_kp in [(ex.photo, ex.keypoints_photo)] + list(zip(ex.frames, ex.keypoints_frames.frames)):
+        kp = image_kp[1]
+        assert kp.box_xyxy is not None
+        flat = render_figure(style, kp, 128, 96, (0, 0, 255))
+        drawn = np.any(flat != (0, 0, 255), axis=-1)
+        ys, xs = np.nonzero(drawn)
+        x0, y0, x1, y1 = kp.box_xyxy
+        assert x0 <= xs.min() and xs.max() + 1 <= x1 and y0 <= ys.min() and ys.max() + 1 <= y1
+        assert xs.min() - x0 < 2 and x1 - (xs.max() + 1) < 2 and ys.min() - y0 < 2 and y1 - (ys.max() + 1) < 2
+        vis = kp.body[kp.body_visible] * [96, 128]
+        assert (vis[:, 0] >= x0).all() and (vis[:, 0] <= x1).all() and (vis[:, 1] >= y0).all() and (vis[:, 1] <= y1).all()

@@ -5,6 +5,7 @@ Public API (numpy + OpenCV only, deterministic for a seed):
 * ``make_figure_style(seed) -> FigureStyle``: proportions, skin, hair, clothes.
 * ``make_motion(seed, num_frames, fps, skeleton=None) -> Motion``: a dance in body units.
 * ``render_figure(style, keypoints, height_px, width_px, background) -> uint8 h w 3 RGB``.
+* ``render_figure_with_box(...)``: the same and the figure's pixel box (detector ground truth).
 * ``make_example(seed, num_frames, height_px, width_px, fps=15.0) -> Example``.
 * ``make_example_poses(seed, ...)``: the same example's keypoints only (style, photo, clip).
 * ``make_transfer_example(photo_seed, dance_seed, ...)``: A's photo, B's dance, A dancing it.
@@ -23,6 +24,7 @@ from unianimate_cli.demo.synth import (
     make_figure_style,
     make_transfer_example,
     render_figure,
+    render_figure_with_box,
     write_example,
 )
 
@@ -40,5 +42,6 @@ __all__ = [
     "make_motion",
     "make_transfer_example",
     "render_figure",
+    "render_figure_with_box",
     "write_example",
 ]

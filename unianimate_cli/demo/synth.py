@@ -207,8 +207,12 @@ class _Painter:
         self.img = image
         self.h, self.w = image.shape[:2]
         self.shade = shade
+        self.extent = [math.inf, math.inf, -math.inf, -math.inf]  # union of part boxes, x0 y0 x1 y1
 
     def _box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
+        e = self.extent  # anti-aliasing tints pixels whose centre is within 0.5 px outside a shape
+        e[0], e[1] = min(e[0], float(lo[0]) - 1.0), min(e[1], float(lo[1]) - 1.0)
+        e[2], e[3] = max(e[2], float(hi[0]) + 1.0), max(e[3], float(hi[1]) + 1.0)
         x0, y0 = max(int(math.floor(lo[0])) - 1, 0), max(int(math.floor(lo[1])) - 1, 0)
         x1, y1 = min(int(math.ceil(hi[0])) + 2, self.w), min(int(math.ceil(hi[1])) + 2, self.h)
         if x1 <= x0 or y1 <= y0:
@@ -386,6 +390,21 @@ def render_figure(
     ``background`` is an RGB uint8 image of that size, one colour, or None (mid grey). Parts whose
     joints are invisible are skipped, so poses from real videos with missing joints also render.
     """
+    return render_figure_with_box(style, keypoints, height_px, width_px, background)[0]
+
+
+def render_figure_with_box(
+    style: FigureStyle,
+    keypoints: PoseFrame,
+    height_px: int,
+    width_px: int,
+    background: np.ndarray | Rgb | None = None,
+) -> tuple[np.ndarray, tuple[float, float, float, float] | None]:
+    """``render_figure`` plus the figure's box (x0, y0, x1, y1) in pixels, clipped to the image.
+
+    The box is the union of the drawn parts' boxes (within a pixel of the painted silhouette):
+    the ground truth a person detector learns. None when nothing was drawn.
+    """
     h, w = int(height_px), int(width_px)
     if background is None:
         img = np.full((h, w, 3), 128.0, np.float32)
@@ -497,7 +516,10 @@ def render_figure(
             paint.disc(b[mo.NOSE], 0.17 * r, tuple(int(0.92 * x) for x in style.skin))  # type: ignore[arg-type]
     for s in sorted((s for s in (-1, 1) if s not in far_arms), key=lambda s: depth[s]):
         arm(s)
-    return np.clip(np.rint(paint.img), 0, 255).astype(np.uint8)
+    image = np.clip(np.rint(paint.img), 0, 255).astype(np.uint8)
+    x0, y0, x1, y1 = paint.extent
+    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+    return image, ((x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None)
 
 
 # ----- examples ----------------------------------------------------------------------------------
@@ -507,7 +529,8 @@ def render_figure(
 class Example:
     """One training/demo sample: a reference photo, a driving clip of the same figure, keypoints.
 
-    ``photo`` uint8 (h, w, 3); ``frames`` uint8 (f, h, w, 3); keypoints normalised as PoseFrame.
+    ``photo`` uint8 (h, w, 3); ``frames`` uint8 (f, h, w, 3); keypoints normalised as PoseFrame,
+    each with ``box_xyxy`` set to the rendered figure's box in pixels (a detector's ground truth).
     """
 
     photo: np.ndarray
@@ -553,8 +576,8 @@ def make_example(seed: int, num_frames: int, height_px: int, width_px: int, fps:
     """
     style, keypoints_photo, keypoints_frames = make_example_poses(seed, num_frames, height_px, width_px, fps)
     background = make_background(seed, height_px, width_px)
-    photo = render_figure(style, keypoints_photo, height_px, width_px, background)
-    frames = np.stack([render_figure(style, kp, height_px, width_px, background) for kp in keypoints_frames.frames])
+    photo, keypoints_photo = _render_boxed(style, keypoints_photo, background)
+    frames, keypoints_frames = _render_clip(style, keypoints_frames, background)
     return Example(
         photo=photo,
         frames=frames,
@@ -563,6 +586,19 @@ def make_example(seed: int, num_frames: int, height_px: int, width_px: int, fps:
         fps=float(fps),
         style=style,
     )
+
+
+def _render_boxed(style: FigureStyle, keypoints: PoseFrame, background: np.ndarray) -> tuple[np.ndarray, PoseFrame]:
+    """Render over ``background`` and return the image and the keypoints carrying the figure's box."""
+    h, w = background.shape[:2]
+    image, box = render_figure_with_box(style, keypoints, h, w, background)
+    return image, dataclasses.replace(keypoints, box_xyxy=box)
+
+
+def _render_clip(style: FigureStyle, poses: PoseSequence, background: np.ndarray) -> tuple[np.ndarray, PoseSequence]:
+    rendered = [_render_boxed(style, kp, background) for kp in poses.frames]
+    frames = np.stack([img for img, _ in rendered])
+    return frames, dataclasses.replace(poses, frames=tuple(kp for _, kp in rendered))
 
 
 @dataclass(frozen=True)
@@ -589,12 +625,14 @@ def make_transfer_example(
     style, keypoints_photo, _ = make_example_poses(photo_seed, num_frames, height_px, width_px, fps)
     aligned = align_poses(keypoints_photo, driving.keypoints_frames.frames, mode="robust").frames
     background = make_background(photo_seed, height_px, width_px)
-    frames = np.stack([render_figure(style, kp, height_px, width_px, background) for kp in aligned])
+    photo, keypoints_photo = _render_boxed(style, keypoints_photo, background)
+    clip = PoseSequence(frames=aligned, fps=float(fps), source="synthetic", meta={"aligned": True})
+    frames, clip = _render_clip(style, clip, background)
     target = Example(
-        photo=render_figure(style, keypoints_photo, height_px, width_px, background),
+        photo=photo,
         frames=frames,
         keypoints_photo=keypoints_photo,
-        keypoints_frames=PoseSequence(frames=aligned, fps=float(fps), source="synthetic", meta={"aligned": True}),
+        keypoints_frames=clip,
         fps=float(fps),
         style=style,
     )
