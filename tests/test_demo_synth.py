@@ -291,4 +291,4 @@ def test_boxes_hold_the_figure_tightly() -> None:
         assert x0 <= xs.min() and xs.max() + 1 <= x1 and y0 <= ys.min() and ys.max() + 1 <= y1
         assert xs.min() - x0 < 2 and x1 - (xs.max() + 1) < 2 and ys.min() - y0 < 2 and y1 - (ys.max() + 1) < 2
         vis = kp.body[kp.body_visible] * [96, 128]
-        assert (vis[:, 0] >= x0).all() and (vis[:, 0] <= x1).all() and (vis[:, 1] >= y0).all() and (vis[:, 1] <= y1).all()
+        assert (vis >= [x0, y0]).all() and (vis <= [x1, y1]).all()
