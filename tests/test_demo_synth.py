@@ -292,3 +292,12 @@ def test_boxes_hold_the_figure_tightly() -> None:
         assert xs.min() - x0 < 2 and x1 - (xs.max() + 1) < 2 and ys.min() - y0 < 2 and y1 - (ys.max() + 1) < 2
         vis = kp.body[kp.body_visible] * [96, 128]
         assert (vis >= [x0, y0]).all() and (vis <= [x1, y1]).all()
+
+
+def test_module_entry_writes_one_folder_per_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unianimate_cli.demo.__main__ import _seeds, main
+
+    assert _seeds("0-2,7") == [0, 1, 2, 7]
+    assert main([str(tmp_path), "--seeds", "4,5", "--frames", "3", "--height", "64", "--width", "48"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "seed_4"), str(tmp_path / "seed_5")]
+    assert probe_video(tmp_path / "seed_5" / "dance.mp4").num_frames == 3
