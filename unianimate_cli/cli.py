@@ -1,17 +1,647 @@
-"""Typer app: placeholder until the CLI foundation lands (issue 3)."""
+"""The ``unianimate`` command: stage commands built from the installed stages, plus
+``status``, ``weights`` and the hidden ``dev`` group.
+
+Heavy libraries (torch, cv2, av, onnxruntime, open_clip) are imported only inside the
+stages' ``run`` and the weights commands, so ``unianimate --help`` stays fast.
+
+stdout carries results only (artifact paths, or one JSON object with ``--json``);
+everything for people goes to stderr. Exit codes: 0 success, 1 user/input error (or an
+internal error, named with the log file holding its traceback), 2 usage error,
+130 interrupted.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import inspect
+import json
+import logging
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
 import typer
 
-app = typer.Typer(name="unianimate", no_args_is_help=True)
+from unianimate_cli import __version__
+from unianimate_cli.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, InputError, ResourceError, UnianimateError
+
+log = logging.getLogger("unianimate")
+
+GLOBAL_NAMES = ("project", "json_output", "quiet", "verbose", "debug", "force", "weights_dir", "device")
+OOM_HINT = (
+    "lower --width/--height, --window-size or --window-batch, or run on another device with --device"
+)
 
 
-@app.callback()
-def _root() -> None:
-    """Animate the person in a photo with the moves of a driving video."""
+@dataclass
+class GlobalOptions:
+    """Options accepted before or after the subcommand; the later one wins."""
+
+    project: Path | None = None
+    json_output: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    debug: bool = False
+    force: bool = False
+    weights_dir: Path | None = None
+    device: str | None = None
+
+    def merge(self, values: dict[str, Any]) -> None:
+        for name in GLOBAL_NAMES:
+            value = values.get(name)
+            if name == "verbose":
+                self.verbose += int(value or 0)
+            elif isinstance(value, bool):
+                setattr(self, name, getattr(self, name) or value)
+            elif value is not None:
+                setattr(self, name, value)
+
+
+# Annotated global options, added to the root callback and to every command.
+_PANEL = "Global options"
+GLOBAL_PARAMS: dict[str, Any] = {
+    "project": (Annotated[Optional[Path], typer.Option("--project", "-p", help="Project directory (default: <photo>-<video>.unianimate).", rich_help_panel=_PANEL, show_default=False)], None),
+    "json_output": (Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.", rich_help_panel=_PANEL)], False),
+    "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr; no progress.", rich_help_panel=_PANEL)], False),
+    "verbose": (Annotated[int, typer.Option("--verbose", "-v", count=True, help="More messages (-v info, -vv debug).", rich_help_panel=_PANEL)], 0),
+    "debug": (Annotated[bool, typer.Option("--debug", help="Show the traceback of unexpected errors.", rich_help_panel=_PANEL)], False),
+    "force": (Annotated[bool, typer.Option("--force", "-f", help="Rerun the named stage even if it is up to date.", rich_help_panel=_PANEL)], False),
+    "weights_dir": (Annotated[Optional[Path], typer.Option("--weights-dir", help="Look for weight files here first.", rich_help_panel=_PANEL, show_default=False)], None),
+    "device": (Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=_PANEL, show_default=False)], None),
+}
+
+
+def _global_parameters() -> list[inspect.Parameter]:
+    return [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+        for name, (ann, default) in GLOBAL_PARAMS.items()
+    ]
+
+
+def _options(ctx: typer.Context, values: dict[str, Any]) -> GlobalOptions:
+    root = ctx.find_root()
+    if not isinstance(root.obj, GlobalOptions):
+        root.obj = GlobalOptions()
+    opts: GlobalOptions = root.obj
+    opts.merge(values)
+    return opts
+
+
+# ---------------------------------------------------------------------------- the session
+
+
+@dataclass
+class Session:
+    """Console, logging and display of one invocation."""
+
+    opts: GlobalOptions
+    console: Any
+    logging: Any
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def emit(self, payload: dict[str, Any], lines: list[str]) -> None:
+        """Results to stdout: JSON with --json, else one path or line per result."""
+        if self.opts.json_output:
+            typer.echo(json.dumps(payload, indent=2, default=str))
+        else:
+            for line in lines:
+                typer.echo(line)
+
+
+def _fallback_log_path() -> Path:
+    import datetime as _dt
+    import os
+
+    from unianimate_cli.config import user_data_dir
+
+    folder = user_data_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower() and "CUDA" in str(exc)
+
+
+@contextlib.contextmanager
+def session(opts: GlobalOptions) -> Iterator[Session]:
+    """The error boundary: the only broad ``except`` of the tool.
+
+    UnianimateError -> ``error:``/``hint:`` and exit 1; Ctrl-C -> exit 130 keeping the
+    checkpoints; CUDA out of memory and a full disk -> ResourceError; anything else is our
+    bug: one line naming the log file with the traceback (``--debug`` re-raises).
+    """
+    from unianimate_cli.console import make_console, setup_logging
+
+    console = make_console()
+    logs = setup_logging(console, opts.verbose, opts.quiet)
+    sess = Session(opts, console, logs)
+    try:
+        try:
+            yield sess
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            log.debug("interrupted", exc_info=True)
+            console.print("interrupted; run the same command again to resume", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except UnianimateError as exc:
+            _print_error(console, exc)
+            log.debug("user error", exc_info=True)
+            raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                err = ResourceError(
+                    f"disk full while writing {exc.filename or 'a file'}",
+                    "free some space and run the same command again to resume",
+                )
+                _print_error(console, err)
+                raise typer.Exit(err.exit_code) from None
+            _internal_error(sess, exc)
+        except Exception as exc:
+            if _is_oom(exc):
+                err = ResourceError(f"out of GPU memory ({str(exc).splitlines()[0][:120]})", OOM_HINT)
+                _print_error(console, err)
+                log.debug("out of memory", exc_info=True)
+                raise typer.Exit(err.exit_code) from None
+            _internal_error(sess, exc)
+    finally:
+        logs.close()
+
+
+def _print_error(console: Any, exc: UnianimateError) -> None:
+    console.print(f"error: {exc.message}", markup=False, highlight=False)
+    if exc.hint:
+        console.print(f"hint: {exc.hint}", markup=False, highlight=False)
+
+
+def _internal_error(sess: Session, exc: BaseException) -> None:
+    if sess.opts.debug:
+        raise exc
+    path = sess.logging.log_file
+    if path is None:
+        try:
+            path = sess.logging.add_file(_fallback_log_path())
+        except OSError:
+            path = None
+    log.debug("unexpected error", exc_info=exc)
+    if path is not None:
+        # The file handler has it now; make sure it is on disk.
+        for h in sess.logging.handlers:
+            h.flush()
+        if not path.exists():  # pragma: no cover - handler not yet opened
+            path.write_text("".join(traceback.format_exception(exc)))
+    where = f"; the traceback is in {path}" if path is not None else ""
+    sess.console.print(
+        f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}",
+        markup=False,
+        highlight=False,
+    )
+    sess.console.print("hint: this is a bug in unianimate; please report it with that log (or rerun with --debug)", markup=False)
+    raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+# ---------------------------------------------------------------------------- projects
+
+
+def resolve_project(opts: GlobalOptions, inputs: list[Path]) -> tuple[Path, Path | None, Path | None]:
+    """(project dir, photo, video) from ``PHOTO VIDEO``, a project dir, or --project/cwd."""
+    from unianimate_cli.project import default_project_dir, is_project_dir
+
+    photo = video = None
+    if len(inputs) > 2:
+        raise InputError(f"expected PHOTO VIDEO or a project directory, got {len(inputs)} paths", "see --help")
+    if len(inputs) == 2:
+        photo, video = inputs
+        for what, path in (("photo", photo), ("video", video)):
+            if not path.exists():
+                raise InputError(f"{what} {path} does not exist", "check the path")
+            if path.is_dir():
+                raise InputError(f"{what} {path} is a directory", "pass PHOTO VIDEO, or the project directory alone")
+        root = opts.project or default_project_dir(photo, video)
+    elif len(inputs) == 1:
+        (only,) = inputs
+        if not only.is_dir():
+            if not only.exists():
+                raise InputError(f"{only} does not exist", "pass PHOTO VIDEO, or a project directory")
+            raise InputError(f"{only} is a file; this command needs PHOTO and VIDEO (or a project directory)", f"pass the other file too: {only} VIDEO")
+        if opts.project is not None and opts.project.resolve() != only.resolve():
+            raise InputError(f"two project directories given: {only} and --project {opts.project}", "give one")
+        root = only
+    else:
+        if opts.project is not None:
+            root = opts.project
+        elif is_project_dir(Path.cwd()):
+            root = Path.cwd()
+        else:
+            raise InputError("no inputs given", "pass PHOTO VIDEO, or a project directory from an earlier command")
+    if root.exists() and not root.is_dir():
+        raise InputError(f"project {root} is a file", "pass a directory to --project")
+    if photo is None and not (root / "manifest.json").is_file():
+        raise InputError(f"{root} is not a unianimate project (no manifest.json)", "pass PHOTO VIDEO to start one")
+    return root, photo, video
+
+
+def section_types(registry: Any) -> dict[str, type]:
+    from unianimate_cli.stage import stage_section
+
+    return {stage_section(s.name): s.params_type for s in registry}
+
+
+def weights_dirs(opts: GlobalOptions, settings: Any) -> tuple[Path, ...]:
+    """--weights-dir, then the config's general.weights_dir (the data dir is added by weights.py)."""
+    out: list[Path] = []
+    if opts.weights_dir is not None:
+        out.append(opts.weights_dir)
+    if settings.general.weights_dir:
+        out.append(Path(settings.general.weights_dir).expanduser())
+    return tuple(out)
+
+
+def _general_cli(opts: GlobalOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if opts.device is not None:
+        out["device"] = opts.device
+    if opts.weights_dir is not None:
+        out["weights_dir"] = str(opts.weights_dir)
+    return out
+
+
+def run_stage_command(sess: Session, registry: Any, stage_name: str, inputs: list[Path], given: dict[str, Any]) -> None:
+    """Resolve the project, merge settings, run the stage and what it needs, print results."""
+    from unianimate_cli.config import load_settings
+    from unianimate_cli.console import ProgressDisplay
+    from unianimate_cli.project import Project
+    from unianimate_cli.runner import Runner
+    from unianimate_cli.stage import stage_section
+
+    opts = sess.opts
+    root, photo, video = resolve_project(opts, inputs)
+    project = Project(root)
+    project.create()
+    sess.logging.add_file(project.new_log_path())
+    log.debug("unianimate %s: %s", __version__, " ".join(sys.argv))
+    with project.lock():
+        project.load()
+        if photo is not None and video is not None:
+            project.set_user_input("photo", photo)
+            project.set_user_input("video", video)
+            project.save()
+        recorded = {name: rec.get("params", {}) for name, rec in project.stages.items() if name != stage_name}
+        settings = load_settings(
+            section_types(registry),
+            cli={stage_section(stage_name): given, "general": _general_cli(opts)},
+            project_dir=project.root,
+            recorded=recorded,
+        )
+        runner = Runner(project, registry, settings, weights_dirs=weights_dirs(opts, settings))
+        display = ProgressDisplay(sess.console, quiet=opts.quiet)
+        runner.hooks = display
+        with display:
+            results = runner.run(stage_name, force=opts.force)
+    target = results[-1]
+    payload = {
+        "project": str(project.root),
+        "stage": stage_name,
+        "outputs": {k: str(v) for k, v in target.outputs.items()},
+        "info": target.info,
+        "stages": [
+            {"name": r.name, "ran": r.ran, "reason": r.reason, "seconds": round(r.seconds, 3), "outputs": {k: str(v) for k, v in r.outputs.items()}}
+            for r in results
+        ],
+    }
+    sess.emit(payload, [str(p) for p in target.outputs.values()])
+
+
+# ---------------------------------------------------------------------------- stage commands
+
+
+def _cli_annotation(tp: Any) -> Any:
+    """Typer-friendly type for a params field: ``X | None`` becomes X (None = not given)."""
+    import types as _types
+    import typing
+
+    if typing.get_origin(tp) in (typing.Union, _types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+        return str
+    return tp
+
+
+def make_stage_command(registry: Any, stage: Any) -> Callable[..., None]:
+    """A Typer command for a stage: PHOTO VIDEO | PROJECT, one option per params field."""
+    from unianimate_cli.config import defaults_of, field_types
+
+    hints = field_types(stage.params_type)
+    defaults = defaults_of(stage.params_type)
+    params: list[inspect.Parameter] = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter(
+            "inputs",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Optional[list[Path]],
+                typer.Argument(help="PHOTO VIDEO to start (or update) a project, or a PROJECT directory.", show_default=False, metavar="[PHOTO VIDEO | PROJECT]"),
+            ],
+        ),
+    ]
+    field_names: list[str] = []
+    for f in dataclasses.fields(stage.params_type):
+        if f.name in GLOBAL_NAMES:
+            continue  # e.g. device: the global --device supplies it
+        dash = f.name.replace("_", "-")
+        tp = _cli_annotation(hints[f.name])
+        default = defaults[f.name]
+        shown = default.value if hasattr(default, "value") else default
+        help_text = f.metadata.get("help", "")
+        help_text = f"{help_text} [default: {str(shown).lower() if isinstance(shown, bool) else shown}]".strip()
+        decls = [f"--{dash}/--no-{dash}"] if tp is bool else [f"--{dash}"]
+        option = typer.Option(*decls, help=help_text, show_default=False, rich_help_panel=f"{stage.name} options", metavar=f.metadata.get("metavar"))
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[tp], option]))
+        field_names.append(f.name)
+    params.extend(_global_parameters())
+
+    def command(ctx: typer.Context, **kwargs: Any) -> None:
+        opts = _options(ctx, {k: kwargs.pop(k) for k in GLOBAL_NAMES})
+        inputs = list(kwargs.pop("inputs") or [])
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        with session(opts) as sess:
+            run_stage_command(sess, registry, stage.name, inputs, given)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__name__ = stage.name.replace("-", "_")
+    examples = getattr(stage, "examples", ()) or ()
+    doc = getattr(stage, "summary", "") or stage.name
+    description = getattr(stage, "description", "")
+    if description:
+        doc += "\n\n" + description
+    if examples:
+        doc += "\n\n[bold]Examples[/bold]\n\n" + "\n\n".join(f"  {e}" for e in examples)
+    command.__doc__ = doc
+    return command
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def _status_command(registry: Any) -> Callable[..., None]:
+    def status(
+        ctx: typer.Context,
+        project_dir: Annotated[Optional[Path], typer.Argument(help="Project directory (default: --project or the current one).", show_default=False, metavar="[PROJECT]")] = None,
+        **kwargs: Any,
+    ) -> None:
+        """What a project holds: each stage up to date, stale (and why) or never run.
+
+        [bold]Examples[/bold]
+
+          unianimate status photo-dance.unianimate
+
+          unianimate status photo-dance.unianimate --json | jq .stages
+        """
+        from unianimate_cli.config import load_settings, user_config_dir
+        from unianimate_cli.project import Project
+        from unianimate_cli.runner import Runner
+
+        opts = _options(ctx, kwargs)
+        with session(opts) as sess:
+            root, _, _ = resolve_project(opts, [project_dir] if project_dir else [])
+            project = Project(root)
+            project.load()
+            settings = load_settings(section_types(registry), cli={"general": _general_cli(opts)}, project_dir=project.root, recorded={n: r.get("params", {}) for n, r in project.stages.items()})
+            runner = Runner(project, registry, settings, weights_dirs=weights_dirs(opts, settings))
+            rows = []
+            for stage in registry:
+                rec = project.stages.get(stage.name)
+                try:
+                    st = runner.status(stage)
+                    state, reason = st.state, st.reason
+                except UnianimateError as exc:
+                    state, reason = "stale", exc.message
+                if rec is None and state == "stale":
+                    state = "missing"
+                outputs = {a.name: str(project.path(a.path)) for a in stage.outputs}
+                rows.append({"name": stage.name, "state": state, "reason": reason, "finished": rec.get("finished") if rec else None, "outputs": outputs, "info": rec.get("info", {}) if rec else {}})
+            payload = {
+                "project": str(project.root),
+                "inputs": {k: v.get("path") for k, v in project.manifest.get("inputs", {}).items()},
+                "stages": rows,
+                "user_config": str(user_config_dir() / "config.toml"),
+                "plugins_skipped": list(registry.problems),
+            }
+            lines = [f"project {project.root}"]
+            for k, v in payload["inputs"].items():
+                lines.append(f"  {k}: {v}")
+            for r in rows:
+                extra = "" if r["state"] == "fresh" else f" ({r['reason']})"
+                lines.append(f"{r['name']:<14} {r['state']}{extra}")
+            sess.emit(payload, lines)
+
+    _add_globals(status)
+    return status
+
+
+def _add_globals(func: Callable[..., Any]) -> None:
+    sig = inspect.signature(func)
+    params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    func.__signature__ = sig.replace(parameters=[*params, *_global_parameters()])  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------- weights
+
+
+def _weights_app() -> typer.Typer:
+    app = typer.Typer(help="Where weights are looked for, which are present, and whether each loads.", no_args_is_help=False)
+
+    def list_weights(
+        ctx: typer.Context,
+        check: Annotated[bool, typer.Option("--check/--no-check", help="Check that each present file fits its model (meta build, no tensors read).")] = True,
+        **kwargs: Any,
+    ) -> None:
+        """List the search folders, the five files, and whether each loads.
+
+        [bold]Examples[/bold]
+
+          unianimate weights
+
+          unianimate weights --weights-dir ~/models/unianimate --json
+        """
+        if ctx.invoked_subcommand is not None:
+            _options(ctx, kwargs)
+            return
+        opts = _options(ctx, kwargs)
+        with session(opts) as sess:
+            from unianimate_cli.config import load_settings
+            from unianimate_cli import weights as w
+
+            settings = load_settings({}, cli={"general": _general_cli(opts)})
+            dirs = w.search_dirs(opts.weights_dir, settings.general.weights_dir or None)
+            model_set = w.resolve_model_set(dirs)
+            rows = []
+            for st in w.model_set_status(model_set):
+                state, detail = ("missing", "") if st.path is None else ("present", "")
+                if st.path is not None and check:
+                    try:
+                        w.check_component(model_set, st.component)
+                        state = "loads"
+                    except UnianimateError as exc:
+                        state, detail = "broken", exc.message
+                rows.append({"component": st.component, "file": st.filename, "path": str(st.path) if st.path else None, "state": state, "detail": detail})
+            payload = {"family": model_set.name, "search_dirs": [str(d) for d in model_set.dirs()], "files": rows}
+            lines = [f"model family: {model_set.name}", "searched: " + ", ".join(str(d) for d in model_set.dirs())]
+            for r in rows:
+                where = r["path"] or "not found"
+                lines.append(f"{r['component']:<9} {r['state']:<8} {r['file']}  {where}" + (f"  ({r['detail']})" if r["detail"] else ""))
+            sess.emit(payload, lines)
+            if any(r["state"] != "loads" and r["state"] != "present" for r in rows):
+                missing = [r["file"] for r in rows if r["state"] in ("missing", "broken")]
+                log.warning("%d weight file(s) missing or broken: %s; run `unianimate weights fetch`", len(missing), ", ".join(missing))
+
+    _add_globals(list_weights)
+    app.callback(invoke_without_command=True)(list_weights)
+
+    def fetch(
+        ctx: typer.Context,
+        names: Annotated[Optional[list[str]], typer.Argument(help="File names to fetch (default: all five).", show_default=False)] = None,
+        dest: Annotated[Optional[Path], typer.Option("--dest", help="Where to put them (default: --weights-dir, else the user data dir).", show_default=False)] = None,
+        **kwargs: Any,
+    ) -> None:
+        """Download the official weight files (modelscope or huggingface_hub, resumable).
+
+        [bold]Examples[/bold]
+
+          unianimate weights fetch
+
+          unianimate weights fetch yolox_l.onnx dw-ll_ucoco_384.onnx --dest ./weights
+        """
+        opts = _options(ctx, kwargs)
+        with session(opts) as sess:
+            from unianimate_cli import weights as w
+            from unianimate_cli.console import ProgressDisplay
+
+            target = dest or opts.weights_dir or w.default_weights_dir()
+            display = ProgressDisplay(sess.console, quiet=opts.quiet)
+            display.stage = "weights"
+            bar: list[Any] = []
+
+            def progress_cb(name: str, index: int, total: int) -> None:
+                if not bar:
+                    bar.append(display.factory("files", total))
+                bar[0].update(index, total)
+                if not opts.quiet:
+                    sess.console.print(f"fetching {name} ({index + 1}/{total})", markup=False)
+
+            with display:
+                paths = w.fetch_weights(target, names or None, progress_cb=progress_cb)
+                if bar:
+                    bar[0].update(len(paths))
+                    bar[0].close()
+            sess.emit({"dest": str(target), "files": [str(p) for p in paths]}, [str(p) for p in paths])
+
+    _add_globals(fetch)
+    app.command("fetch")(fetch)
+    return app
+
+
+# ---------------------------------------------------------------------------- dev
+
+
+def _dev_app() -> typer.Typer:
+    app = typer.Typer(help="Developer tools.", no_args_is_help=True)
+
+    def parity(
+        ctx: typer.Context,
+        folders: Annotated[list[Path], typer.Argument(help="Fixture folders.", show_default=False)],
+        **kwargs: Any,
+    ) -> None:
+        """Compare our outputs with golden fixture folders (same as python -m unianimate_cli.parity)."""
+        opts = _options(ctx, kwargs)
+        with session(opts) as sess:
+            from unianimate_cli.parity import run_parity
+
+            failed = 0
+            report: list[dict[str, Any]] = []
+            lines: list[str] = []
+            for folder in folders:
+                kind, comparisons = run_parity(folder)
+                bad = [c for c in comparisons if not c.ok]
+                failed += bool(bad or not comparisons)
+                report.append({"folder": str(folder), "kind": kind, "comparisons": [dataclasses.asdict(c) for c in comparisons]})
+                lines.append(f"{folder} ({kind})")
+                lines += [f"  {'ok  ' if c.ok else 'FAIL'} {c.name:<40} max_abs={c.max_abs:.3e} rel_l2={c.rel_l2:.3e}" for c in comparisons]
+                lines.append(f"  {len(comparisons) - len(bad)} passed, {len(bad)} failed")
+            sess.emit({"folders": report, "ok": failed == 0}, lines)
+            if failed:
+                raise typer.Exit(1)
+
+    _add_globals(parity)
+    app.command("parity")(parity)
+    return app
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+HELP = """Animate the person in a photo with the moves of a driving video.
+
+Each command is a stage. A command first runs whatever stale stages it needs, like make, and skips stages whose inputs and settings have not changed. Results go to stdout, messages to stderr. After an interruption, run the same command again to resume.
+
+[bold]Examples[/bold]
+
+  unianimate animate photo.jpg dance.mp4   [dim](everything; writes photo-dance.unianimate/)[/dim]
+
+  unianimate extract-pose photo.jpg dance.mp4 && unianimate align photo-dance.unianimate
+
+  unianimate animate photo-dance.unianimate --steps 50 --seed 7 --json
+
+  unianimate status photo-dance.unianimate
+"""
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"unianimate {__version__}")
+        raise typer.Exit()
+
+
+def build_app(registry: Any = None) -> typer.Typer:
+    """The Typer app with one command per stage of ``registry`` (default: discovered)."""
+    from unianimate_cli.stage import discover_stages
+
+    if registry is None:
+        registry = discover_stages()
+    app = typer.Typer(
+        name="unianimate",
+        help=HELP,
+        no_args_is_help=True,
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    def root(
+        ctx: typer.Context,
+        version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")] = False,
+        **kwargs: Any,
+    ) -> None:
+        _options(ctx, kwargs)
+
+    _add_globals(root)
+    root.__doc__ = HELP
+    app.callback()(root)
+    for stage in registry:
+        app.command(stage.name, rich_help_panel="Stages")(make_stage_command(registry, stage))
+    app.command("status", rich_help_panel="Projects")(_status_command(registry))
+    app.add_typer(_weights_app(), name="weights", rich_help_panel="Projects")
+    app.add_typer(_dev_app(), name="dev", hidden=True)
+    return app
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    build_app()()

@@ -352,3 +352,15 @@ def render_example(section_types: Mapping[str, type], docs: Mapping[str, str] | 
             lines.append(f"{f.name} = {_toml_value(defaults[f.name])}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _main() -> None:
+    """``python -m unianimate_cli.config``: print the example file for the installed stages."""
+    from unianimate_cli.stage import discover_stages, stage_section
+
+    registry = discover_stages(include_third_party=False)
+    print(render_example({stage_section(s.name): s.params_type for s in registry}), end="")
+
+
+if __name__ == "__main__":
+    _main()

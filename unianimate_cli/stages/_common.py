@@ -1,0 +1,32 @@
+"""Helpers the built-in stages share: weights lookup and progress adapters (no heavy imports)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from unianimate_cli.stage import ProgressTask, StageContext
+
+
+def model_set(ctx: StageContext) -> Any:
+    """The ``weights.ModelSet`` for this run's search dirs (imports torch via weights.py)."""
+    from unianimate_cli import weights
+
+    explicit = list(ctx.weights_dirs)
+    dirs = weights.search_dirs(explicit[0] if explicit else None, explicit[1] if len(explicit) > 1 else None)
+    return weights.resolve_model_set(dirs)
+
+
+def weight_paths(ctx: StageContext, components: tuple[str, ...]) -> dict[str, Path]:
+    """Existing paths of ``components`` (WeightsError naming file, folders and how to get it)."""
+    ms = model_set(ctx)
+    return {c: ms.path(c) for c in components}
+
+
+def done_total_callback(task: ProgressTask) -> Callable[[int, int], None]:
+    """Adapt a library's ``progress(done, total)`` callback to a progress bar."""
+
+    def cb(done: int, total: int) -> None:
+        task.update(done, total)
+
+    return cb

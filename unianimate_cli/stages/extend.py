@@ -1,0 +1,54 @@
+"""Built-in stage ``extend``: continue a finished render from its last frame.
+
+Renders the aligned pose frames that ``animate`` did not use (``animate --max-frames``),
+in last-frame segments, and writes the longer video to ``extend/out.mp4``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from unianimate_cli.errors import UnianimateError
+from unianimate_cli.stage import Artifact, BaseStage, StageContext, param
+
+
+@dataclass(frozen=True)
+class ExtendSettings:
+    """How the continuation is sampled."""
+
+    frames: int = param(0, "add at most this many frames (0 = every remaining pose frame)")
+    steps: int = param(30, "DDIM steps as the reference counts them")
+    guide_scale: float = param(2.5, "classifier-free guidance scale")
+    seed: int = param(11, "random seed (segment i uses a generator seeded from (seed, i))")
+    segment_frames: int = param(32, "frames per segment")
+    color_match: bool = param(True, "match the hand-over frame's colours to the photo (fights drift)")
+    embedding_mix: float = param(0.0, "blend of the hand-over frame into the CLIP embedding (0 = photo only)")
+
+
+class ExtendStage(BaseStage):
+    name = "extend"
+    version = 1
+    summary = "Continue a finished render from its last frame with the remaining poses."
+    description = "Writes extend/out.mp4: the animate result followed by the new frames."
+    examples = (
+        "unianimate animate photo.jpg dance.mp4 --max-frames 32 && unianimate extend photo-dance.unianimate",
+    )
+    inputs = ("user:photo", "user:video", "pose.aligned", "pose.frames", "render.latents", "render.video")
+    outputs = (Artifact("render.extended", "extend/out.mp4", "the longer video"),)
+    params_type = ExtendSettings
+
+    def weight_files(self, ctx: StageContext, params: Any) -> Mapping[str, Path]:
+        from unianimate_cli.stages._common import weight_paths
+
+        return weight_paths(ctx, ("unet", "vae", "clip"))
+
+    def run(self, ctx: StageContext, params: ExtendSettings) -> None:
+        raise UnianimateError(
+            "extend is not available yet in this build",
+            "render the whole sequence with `unianimate animate --mode segments` instead",
+        )
+
+
+STAGE = ExtendStage()
