@@ -447,7 +447,7 @@ def _status_command(registry: Any) -> Callable[..., None]:
 
 
 def _add_globals(func: Callable[..., Any]) -> None:
-    sig = inspect.signature(func)
+    sig = inspect.signature(func, eval_str=True)
     params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
     func.__signature__ = sig.replace(parameters=[*params, *_global_parameters()])  # type: ignore[attr-defined]
 
@@ -456,14 +456,14 @@ def _add_globals(func: Callable[..., Any]) -> None:
 
 
 def _weights_app() -> typer.Typer:
-    app = typer.Typer(help="Where weights are looked for, which are present, and whether each loads.", no_args_is_help=False)
+    app = typer.Typer(no_args_is_help=False)
 
     def list_weights(
         ctx: typer.Context,
         check: Annotated[bool, typer.Option("--check/--no-check", help="Check that each present file fits its model (meta build, no tensors read).")] = True,
         **kwargs: Any,
     ) -> None:
-        """List the search folders, the five files, and whether each loads.
+        """Where weights are looked for, which files are present, and whether each loads.
 
         [bold]Examples[/bold]
 
