@@ -254,7 +254,7 @@ def test_weights_fetch_offline_is_a_clear_error(tmp_path: Path) -> None:
     r = runner.invoke(build_app(), ["weights", "fetch", "yolox_l.onnx", "--dest", str(tmp_path)])
     assert r.exit_code == 1
     # Offline (tests block the network), or without a hub library: either way one clear line.
-    assert re.search(r"^error: (could|cannot) download", r.stderr, re.M), r.stderr
+    assert re.search(r"^error: (could not|cannot) download", r.stderr, re.M), r.stderr
     assert "hint: " in r.stderr
 
 
