@@ -1,0 +1,218 @@
+"""Distributed rendering: the context layer, and 2-process gloo runs under torchrun on the CPU.
+
+The multi-process part starts ``torchrun --nproc_per_node 2`` once on
+``test_distributed_worker.py`` (127.0.0.1, a free port) and checks what rank 0 wrote:
+sharded windowed render == the same render alone, bit for bit (same process, same threads),
+a stopped and resumed sharded render == the uninterrupted one, and batch jobs split exactly
+once across the ranks with single-process results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import test_distributed_worker as worker
+from unianimate_cli.distributed import (
+    DistContext,
+    init_from_env,
+    is_launched_by_torchrun,
+    plan_batch_jobs,
+    shard,
+    shard_indices,
+)
+from unianimate_cli.errors import InputError
+from unianimate_cli.parity.diffusion import load_fixture_unet
+from unianimate_cli.sampling.denoiser import GuidedDenoiser
+from unianimate_cli.sampling.render import plan_steps, plan_windows, render_latents
+
+WORLD_SIZE = 2
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+# torchrun is the console script of torch.distributed.run; use the module where it is absent.
+LAUNCHER = [str(TORCHRUN)] if TORCHRUN.exists() else [sys.executable, "-m", "torch.distributed.run"]
+
+
+# ---------------------------------------------------------------- single process, no launcher
+
+
+def test_without_torchrun_the_context_is_single_and_collectives_are_identity() -> None:
+    ctx = init_from_env("cpu", env={})
+    assert (ctx.rank, ctx.world_size, ctx.backend, ctx.device) == (0, 1, None, torch.device("cpu"))
+    assert ctx.is_main_process and not ctx.is_distributed
+    value = torch.arange(3.0)
+    summed = ctx.all_reduce_sum(value)
+    assert torch.equal(summed, value) and summed is not value
+    assert ctx.all_gather(value)[0] is value
+    assert ctx.broadcast_object({"a": 1}) == {"a": 1}
+    assert ctx.all_gather_object("x") == ["x"]
+    ctx.barrier()
+
+
+def test_world_size_one_under_torchrun_starts_no_process_group() -> None:
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    assert is_launched_by_torchrun(env)
+    ctx = init_from_env("cpu", env=env)
+    assert not ctx.is_distributed and not ctx.owns_group
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"RANK": "one", "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
+        {"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
+        {"RANK": "-1", "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
+        {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"},  # no MASTER_ADDR / MASTER_PORT
+    ],
+)
+def test_malformed_launch_environment_is_an_input_error(env: dict[str, str]) -> None:
+    with pytest.raises(InputError):
+        init_from_env("cpu", env=env)
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("num_items", [0, 1, 2, 5, 7, 16])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_shards_cover_every_item_once_and_are_balanced(num_items: int, world_size: int) -> None:
+    items = [f"item{i}" for i in range(num_items)]
+    shares = [shard(items, DistContext(rank=r, world_size=world_size)) for r in range(world_size)]
+    flat = [item for share in shares for item in share]
+    assert sorted(flat) == sorted(items) and len(flat) == len(items)
+    sizes = [len(share) for share in shares]
+    assert max(sizes) - min(sizes) <= 1
+    for share in shares:  # each share keeps the list order
+        assert share == sorted(share, key=items.index)
+    again = [shard(items, DistContext(rank=r, world_size=world_size)) for r in range(world_size)]
+    assert again == shares
+
+
+def test_shard_refuses_a_rank_outside_the_world() -> None:
+    with pytest.raises(ValueError):
+        shard_indices(4, 2, 2)
+
+
+def test_single_process_batch_plan_keeps_every_job() -> None:
+    jobs = [Path("a"), Path("b"), Path("c")]
+    assert plan_batch_jobs(jobs, DistContext.single()) == jobs
+
+
+def test_single_process_context_leaves_the_denoiser_unchanged() -> None:
+    sizes = dict(worker.TOY_SIZES)
+    conditions, x_T = worker.make_clip(16, sizes, seed=5)
+    windows = plan_windows(16, worker.TOY)
+    plain = GuidedDenoiser(worker.ToyUNet(), conditions, windows=windows)
+    single = GuidedDenoiser(worker.ToyUNet(), conditions, windows=windows, dist=DistContext.single())
+    a, b = plain.evaluate(x_T, 901), single.evaluate(x_T, 901)
+    assert torch.equal(a.v, b.v) and torch.equal(a.v_cond, b.v_cond)
+    assert single.unet_calls == plain.unet_calls == 2 * len(windows)
+
+
+# ---------------------------------------------------------------- 2 processes, gloo, torchrun
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Launch:
+    ranks: list[dict[str, Any]]
+    batch: dict[str, list[str]]
+    tensors: dict[str, torch.Tensor]
+
+
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Launch:
+    """Run the worker once under ``torchrun --nproc_per_node 2`` on 127.0.0.1."""
+    out = tmp_path_factory.mktemp("dist")
+    command = [
+        *LAUNCHER,
+        f"--nproc_per_node={WORLD_SIZE}",
+        "--nnodes=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        str(Path(worker.__file__)),
+        str(out),
+        str(fixtures_dir / "unet_tiny"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    return Launch(report["ranks"], report["batch"], load_file(str(out / "results.safetensors")))
+
+
+def _local_windows(rank: int) -> int:
+    return len(shard_indices(len(plan_windows(13, worker.WINDOWED)), rank, WORLD_SIZE))
+
+
+@pytest.mark.slow
+def test_ranks_join_one_gloo_group_and_collectives_agree(launch: Launch) -> None:
+    assert [r["rank"] for r in launch.ranks] == list(range(WORLD_SIZE))
+    for r in launch.ranks:
+        assert (r["world_size"], r["backend"]) == (WORLD_SIZE, "gloo")
+        assert r["all_reduce_sum"] == sum(range(1, WORLD_SIZE + 1))
+        assert r["broadcast"] == {"from": 0}
+        assert r["all_gather"] == [10 * k for k in range(WORLD_SIZE)]
+
+
+@pytest.mark.slow
+def test_sharded_windowed_render_equals_single_process_bit_for_bit(launch: Launch, fixtures_dir: Path) -> None:
+    steps = len(plan_steps(worker.WINDOWED))
+    for rank, r in enumerate(launch.ranks):
+        assert torch.equal(launch.tensors[f"sharded_rank{rank}"], launch.tensors[f"alone_rank{rank}"])
+        # each rank ran only its windows, both branches, at every step
+        assert r["sharded_calls"] == steps * 2 * _local_windows(rank)
+        assert r["alone_calls"] == steps * 2 * len(plan_windows(13, worker.WINDOWED))
+    assert sum(r["sharded_calls"] for r in launch.ranks) == launch.ranks[0]["alone_calls"]
+    assert torch.equal(launch.tensors["sharded_rank0"], launch.tensors["sharded_rank1"])
+    # And it matches this process's render (other thread count: float tolerance, not bits).
+    unet = load_fixture_unet(fixtures_dir / "unet_tiny")
+    conditions, x_T = worker.make_clip(13, worker.clip_sizes(fixtures_dir / "unet_tiny"), seed=3)
+    here = render_latents(unet, conditions, x_T, worker.WINDOWED)
+    assert torch.isfinite(here).all()
+    torch.testing.assert_close(launch.tensors["sharded_rank0"], here, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_stopped_sharded_render_resumes_to_the_same_latent(launch: Launch) -> None:
+    steps = len(plan_steps(worker.WINDOWED))
+    k = worker.STOP_AFTER
+    # only rank 0 keeps checkpoints (the CLI's rule for files), one per finished step
+    assert (launch.ranks[0]["checkpoints_full"], launch.ranks[0]["checkpoints_stopped"]) == (steps, k)
+    assert (launch.ranks[1]["checkpoints_full"], launch.ranks[1]["checkpoints_stopped"]) == (0, 0)
+    for rank, r in enumerate(launch.ranks):
+        assert r["stopped"] and r["resumed_from"] == k
+        assert r["resumed_calls"] == (steps - k) * 2 * _local_windows(rank)  # steps 0..k-1 not redone
+        assert torch.equal(launch.tensors[f"resumed_rank{rank}"], launch.tensors[f"alone_rank{rank}"])
+
+
+@pytest.mark.slow
+def test_ranks_with_different_inputs_are_refused(launch: Launch) -> None:
+    assert all(r["mismatch_refused"] for r in launch.ranks)
+    assert all(r["batch_mismatch_refused"] for r in launch.ranks)
+
+
+@pytest.mark.slow
+def test_batch_jobs_run_once_each_with_single_process_results(launch: Launch) -> None:
+    jobs = [f"job-{i}" for i in range(worker.NUM_JOBS)]
+    assigned = [job for rank in range(WORLD_SIZE) for job in launch.batch[str(rank)]]
+    assert sorted(assigned) == sorted(jobs) and len(assigned) == len(jobs)
+    sizes = [len(launch.batch[str(rank)]) for rank in range(WORLD_SIZE)]
+    assert max(sizes) - min(sizes) <= 1
+    for job in jobs:
+        conditions, x_T = worker.make_clip(16, worker.TOY_SIZES, seed=int(job.split("-")[1]))
+        here = render_latents(worker.ToyUNet(), conditions, x_T, worker.TOY)
+        torch.testing.assert_close(launch.tensors[f"batch_{job}"], here, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,203 @@
+"""Worker that ``torchrun --nproc_per_node N`` runs for ``test_distributed.py`` (holds no tests).
+
+Every rank renders the same windowed clip with the tiny fixture UNet, once sharded across the
+ranks and once alone (same process, so same thread count: the two must agree bit for bit),
+then stops a sharded render after step k and resumes it from rank 0's checkpoint, then runs
+a batch of toy jobs. Rank 0 writes what it saw to OUT_DIR for the test to check.
+
+Usage: ``torchrun --nproc_per_node 2 tests/test_distributed_worker.py OUT_DIR FIXTURE_DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from unianimate_cli import distributed
+from unianimate_cli.distributed import DistContext, plan_batch_jobs
+from unianimate_cli.parity.diffusion import load_fixture_unet
+from unianimate_cli.sampling import render as render_module
+from unianimate_cli.sampling.conditions import Conditions
+from unianimate_cli.sampling.ddim import StepState
+from unianimate_cli.sampling.denoiser import GuidedDenoiser, VideoUNet
+from unianimate_cli.sampling.render import RenderParams, ResumeState, make_initial_latent, plan_steps, render_latents
+from unianimate_cli.sampling.schedule import NoisePrior
+
+# 13 frames in windows of 5 overlapping by 2: 4 windows, the last one by the last-window rule.
+WINDOWED = RenderParams(num_steps=4, context_size=5, context_overlap=2)
+STOP_AFTER = 2
+# 16 frames: 5 windows, so 2 ranks get unequal shares.
+TOY = RenderParams(num_steps=4, context_size=5, context_overlap=2)
+NUM_JOBS = 7
+
+
+class CountingUNet:
+    """Wraps a UNet and counts its forward calls."""
+
+    def __init__(self, unet: VideoUNet) -> None:
+        self.unet = unet
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **kw: torch.Tensor | None) -> torch.Tensor:
+        self.calls += 1
+        return self.unet(x, t, **kw)
+
+
+class ToyUNet:
+    """Deterministic, cheap stand-in that mixes frames and reads every condition."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **kw: torch.Tensor | None) -> torch.Tensor:
+        b = x.shape[0]
+        out = 0.4 * x + 0.2 * torch.roll(x, 1, dims=2) + (t.float() / 1000).view(-1, 1, 1, 1, 1)
+        image, randomref, dwpose = kw.get("image"), kw.get("randomref"), kw.get("dwpose")
+        if image is not None:
+            out = out + 0.1 * image.mean(dim=(1, 2)).view(b, 1, 1, 1, 1)
+        if randomref is not None:
+            out = out + 0.05 * randomref[:, :, :1]
+        if dwpose is not None:
+            out = out + 0.01 * dwpose[:, :, 1:].mean(dim=(1, 3, 4)).view(b, 1, -1, 1, 1)
+        return out
+
+
+def clip_sizes(fixture_unet: Path) -> dict[str, int]:
+    """Latent and pixel sizes and the embedding width, read from the fixture's inputs."""
+    inputs = load_file(str(fixture_unet / "inputs.safetensors"))
+    _, _, _, h, w = inputs["x"].shape
+    _, _, _, height_px, width_px = inputs["local_image"].shape
+    return {"h": h, "w": w, "height_px": height_px, "width_px": width_px, "dim": inputs["image"].shape[-1]}
+
+
+def make_clip(num_frames: int, sizes: dict[str, int], seed: int) -> tuple[Conditions, torch.Tensor]:
+    """Seeded conditions of every kind and x_T for a clip of ``num_frames``."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w, hp, wp = sizes["h"], sizes["w"], sizes["height_px"], sizes["width_px"]
+    ref = torch.randn(1, 4, 1, h, w, generator=gen).repeat(1, 1, num_frames, 1, 1)
+    conditions = Conditions(
+        image=torch.randn(1, 1, sizes["dim"], generator=gen),
+        local_image=torch.rand(1, 3, num_frames, hp, wp, generator=gen),
+        dwpose=torch.rand(1, 3, num_frames + 1, hp, wp, generator=gen),
+        randomref=ref,
+    )
+    x_T = make_initial_latent(ref, torch.Generator().manual_seed(seed + 1), NoisePrior.for_entrance("long"))
+    return conditions, x_T
+
+
+TOY_SIZES = {"h": 3, "w": 2, "height_px": 24, "width_px": 16, "dim": 8}
+
+
+@contextlib.contextmanager
+def sharded(ctx: DistContext | None) -> Iterator[None]:
+    """Make ``render_latents`` build its denoiser with ``dist=ctx``.
+
+    render.py does not take a DistContext yet (the CLI owner adds ``dist=`` there); this
+    swaps the denoiser class it builds, so the test still goes through ``render_latents``.
+    """
+    original = render_module.GuidedDenoiser
+    if ctx is not None:
+        render_module.GuidedDenoiser = functools.partial(GuidedDenoiser, dist=ctx)  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        render_module.GuidedDenoiser = original  # type: ignore[misc]
+
+
+def main(out_dir: Path, fixture_unet: Path) -> None:
+    ctx = distributed.init_from_env("cpu")
+    report: dict[str, Any] = {"rank": ctx.rank, "world_size": ctx.world_size, "backend": ctx.backend}
+    tensors: dict[str, torch.Tensor] = {}
+
+    # Collectives.
+    report["all_reduce_sum"] = ctx.all_reduce_sum(torch.tensor([float(ctx.rank + 1)])).item()
+    report["broadcast"] = ctx.broadcast_object({"from": ctx.rank})
+    report["all_gather"] = [int(p.item()) for p in ctx.all_gather(torch.tensor([ctx.rank * 10]))]
+    ctx.barrier()
+
+    # One windowed render, sharded and alone.
+    unet = CountingUNet(load_fixture_unet(fixture_unet))
+    conditions, x_T = make_clip(13, clip_sizes(fixture_unet), seed=3)
+    plan = plan_steps(WINDOWED)
+    checkpoints: list[dict[str, torch.Tensor]] = []
+
+    def save(state: StepState) -> None:
+        if ctx.is_main_process:  # the CLI's rule: only rank 0 writes the checkpoint
+            checkpoints.append(ResumeState.from_step(state, plan).to_tensors())
+
+    with sharded(ctx):
+        tensors["sharded"] = render_latents(unet, conditions, x_T, WINDOWED, on_step=save)
+    report["sharded_calls"] = unet.calls
+    unet.calls = 0
+    tensors["alone"] = render_latents(unet, conditions, x_T, WINDOWED)
+    report["alone_calls"] = unet.calls
+    report["checkpoints_full"] = len(checkpoints)
+
+    # Stopped after step k on every rank (as Ctrl-C under torchrun), resumed from rank 0's file.
+    def stop(state: StepState) -> None:
+        save(state)
+        if state.completed_steps == STOP_AFTER:
+            raise KeyboardInterrupt
+
+    checkpoints.clear()
+    try:
+        with sharded(ctx):
+            render_latents(unet, conditions, x_T, WINDOWED, on_step=stop)
+        report["stopped"] = False
+    except KeyboardInterrupt:
+        report["stopped"] = True
+    report["checkpoints_stopped"] = len(checkpoints)
+    saved: dict[str, torch.Tensor] = ctx.broadcast_object(checkpoints[-1] if ctx.is_main_process else {})
+    resume = ResumeState.from_tensors(saved)
+    unet.calls = 0
+    with sharded(ctx):
+        tensors["resumed"] = render_latents(unet, conditions, x_T, WINDOWED, resume=resume)
+    report["resumed_calls"] = unet.calls
+    report["resumed_from"] = resume.completed_steps
+
+    # Ranks that disagree on x_T are refused, on every rank, before any UNet call.
+    try:
+        with sharded(ctx):
+            render_latents(ToyUNet(), conditions, x_T + ctx.rank, WINDOWED)
+        report["mismatch_refused"] = False
+    except RuntimeError as exc:
+        report["mismatch_refused"] = "different x_t" in str(exc)
+
+    # Batch mode: whole jobs per rank, each rendered single-process.
+    jobs = [f"job-{i}" for i in range(NUM_JOBS)]
+    mine = plan_batch_jobs(jobs, ctx)
+    results: dict[str, torch.Tensor] = {}
+    for job in mine:
+        job_conditions, job_x_T = make_clip(16, TOY_SIZES, seed=int(job.split("-")[1]))
+        results[job] = render_latents(ToyUNet(), job_conditions, job_x_T, TOY)
+    everyone = ctx.all_gather_object((ctx.rank, mine, results))
+    try:
+        plan_batch_jobs(jobs[::-1] if ctx.rank else jobs, ctx)
+        report["batch_mismatch_refused"] = False
+    except RuntimeError:
+        report["batch_mismatch_refused"] = True
+
+    reports = ctx.all_gather_object(report)
+    same_everywhere = ctx.all_gather_object({k: v.clone() for k, v in tensors.items()})
+    if ctx.is_main_process:
+        out: dict[str, torch.Tensor] = {}
+        for rank, theirs in enumerate(same_everywhere):
+            for key, value in theirs.items():
+                out[f"{key}_rank{rank}"] = value
+        batch: dict[str, Any] = {}
+        for rank, jobs_done, latents in everyone:
+            batch[str(rank)] = jobs_done
+            for job, latent in latents.items():
+                out[f"batch_{job}"] = latent
+        save_file({k: v.contiguous() for k, v in out.items()}, str(out_dir / "results.safetensors"))
+        (out_dir / "report.json").write_text(json.dumps({"ranks": reports, "batch": batch}, indent=1))
+    distributed.cleanup(ctx)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
