@@ -22,6 +22,8 @@ MODEL_COMPONENTS = ("unet", "vae", "clip")
 class AnimateSettings:
     """Sampling settings; the defaults are the reference's long-video settings."""
 
+    width: int = param(0, "video width in pixels, a multiple of 8 (0 = the model's: 512 for the official one)")
+    height: int = param(0, "video height in pixels, a multiple of 8 (0 = the model's: 768 for the official one)")
     steps: int = param(30, "DDIM steps as the reference counts them (30 runs 31 model steps)")
     guide_scale: float = param(2.5, "classifier-free guidance scale")
     seed: int = param(11, "random seed")
@@ -60,6 +62,9 @@ class AnimateStage(BaseStage):
                 raise InputError(f"--{name} {value} is below {low}")
         if params.window_overlap < 0 or params.window_overlap >= params.window_size:
             raise InputError(f"--window-overlap {params.window_overlap} must be >= 0 and below --window-size {params.window_size}")
+        for name, value in (("width", params.width), ("height", params.height)):
+            if value < 0 or value % 8:
+                raise InputError(f"--{name} {value} is not a positive multiple of 8", "the official model is trained at 512x768 (or 768x1216)")
         if not 0 <= params.crf <= 51:
             raise InputError(f"--crf {params.crf} is outside 0..51")
         if params.max_frames < 0:

@@ -1,0 +1,134 @@
+"""End to end through the CLI on a real video: tiny ONNX pose models and a tiny random model family."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from unianimate_cli.cli import build_app
+from unianimate_cli.project import sha256_file
+
+FPS = 4
+NUM_FRAMES = 6
+
+
+def _encode(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> tuple[Path, Path, Path]:
+    """(photo, driving video, weights dir) for a whole run in seconds."""
+    from unianimate_cli.media.image import load_image
+    from unianimate_cli.weights import write_tiny_family
+
+    onnx = fixtures_dir / "pose" / "onnx"
+    root = tmp_path_factory.mktemp("e2e")
+    photo = onnx / "image1.png"
+    rgb = load_image(photo)
+    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
+    video = root / "dance.mp4"
+    _encode(video, [np.roll(rgb, 5 * i, axis=1)[:h, :w] for i in range(NUM_FRAMES)], FPS)
+    weights = root / "weights"
+    write_tiny_family(weights, seed=0, detector_onnx=onnx / "tiny_yolox.onnx", pose_onnx=onnx / "tiny_dwpose.onnx")
+    return photo, video, weights
+
+
+def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import av
+
+    photo, video, weights = setup
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
+    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "96")
+    args = ["animate", str(photo), str(video), "--weights-dir", str(weights), "--device", "cpu",
+            "--steps", "5", "--window-size", "4", "--window-overlap", "2", "--json"]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [(s["name"], s["ran"]) for s in data["stages"]] == [("extract-pose", True), ("align", True), ("animate", True)]
+    out = Path(data["outputs"]["render.video"])
+    assert out == tmp_path / "image1-dance.unianimate" / "render" / "out.mp4"
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        assert (stream.width, stream.height) == (64, 96)
+        assert float(stream.average_rate) == pytest.approx(FPS)
+    assert frames == NUM_FRAMES
+    assert data["info"]["num_frames"] == NUM_FRAMES
+
+    project = tmp_path / "image1-dance.unianimate"
+    first_hash = sha256_file(project / "animate" / "latents.safetensors")
+    again = CliRunner().invoke(build_app(), ["animate", str(project), "--weights-dir", str(weights), "--device", "cpu",
+                                             "--steps", "5", "--window-size", "4", "--window-overlap", "2", "--json"])
+    assert again.exit_code == 0, again.output
+    assert [s["ran"] for s in json.loads(again.stdout)["stages"]] == [False, False, False]
+
+    status = CliRunner().invoke(build_app(), ["--json", "status", str(project), "--weights-dir", str(weights)])
+    states = {s["name"]: s["state"] for s in json.loads(status.stdout)["stages"]}
+    assert states["extract-pose"] == states["align"] == "fresh"
+    assert first_hash == sha256_file(project / "animate" / "latents.safetensors")
+
+
+def test_interrupted_render_resumes_to_identical_output(setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after DDIM step 2; the rerun skips the finished steps and gives the same files."""
+    from unianimate_cli.models.unet import UniAnimateUNet
+    from unianimate_cli.stages import _render
+
+    photo, video, weights = setup
+    monkeypatch.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
+    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "96")
+    calls: list[int] = []
+    real_forward = UniAnimateUNet.forward
+
+    def counted(self: UniAnimateUNet, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(UniAnimateUNet, "forward", counted)
+
+    def animate(project: Path) -> object:
+        return CliRunner().invoke(build_app(), ["animate", str(photo), str(video), "--project", str(project), "--weights-dir", str(weights),
+                                                "--device", "cpu", "--steps", "5", "--window-size", "4", "--window-overlap", "2"])
+
+    clean = animate(tmp_path / "clean")
+    assert clean.exit_code == 0, clean.output
+    full_calls = len(calls)
+
+    real_save = _render._save
+
+    def save_then_stop(path: Path, tensors: dict) -> None:
+        real_save(path, tensors)
+        if path.name == _render.STATE_FILE and int(tensors["completed_steps"]) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_render, "_save", save_then_stop)
+    interrupted = animate(tmp_path / "resumed")
+    assert interrupted.exit_code == 130
+    assert "interrupted; run the same command again to resume" in interrupted.stderr
+    assert (tmp_path / "resumed" / "animate" / "partial" / _render.STATE_FILE).exists()
+    assert not (tmp_path / "resumed" / "render" / "out.mp4").exists()
+
+    monkeypatch.setattr(_render, "_save", real_save)
+    calls.clear()
+    resumed = animate(tmp_path / "resumed")
+    assert resumed.exit_code == 0, resumed.output
+    steps = 5
+    assert len(calls) == full_calls * (steps - 2) // steps  # steps 1-2 were not recomputed
+    for rel in ("animate/latents.safetensors", "render/out.mp4", "align/poses.jsonl", "pose/driving.jsonl"):
+        assert sha256_file(tmp_path / "resumed" / rel) == sha256_file(tmp_path / "clean" / rel), rel
