@@ -117,12 +117,14 @@ def main(out_dir: Path, fixture_unet: Path) -> None:
     # Collectives.
     report["all_reduce_sum"] = ctx.all_reduce_sum(torch.tensor([float(ctx.rank + 1)])).item()
     report["broadcast"] = ctx.broadcast_object({"from": ctx.rank})
+    report["broadcast_tensor"] = ctx.broadcast(torch.full((2,), float(ctx.rank + 5))).tolist()
     report["all_gather"] = [int(p.item()) for p in ctx.all_gather(torch.tensor([ctx.rank * 10]))]
     ctx.barrier()
 
     # One windowed render, sharded and alone.
     unet = CountingUNet(load_fixture_unet(fixture_unet))
     conditions, x_T = make_clip(13, clip_sizes(fixture_unet), seed=3)
+    x_T = ctx.broadcast(x_T)  # the stage's rule: every rank samples from rank 0's x_T
     plan = plan_steps(WINDOWED)
     checkpoints: list[dict[str, torch.Tensor]] = []
 

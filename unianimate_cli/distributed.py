@@ -54,8 +54,10 @@ T = TypeVar("T")
 Backend = Literal["nccl", "gloo"]
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-DEFAULT_TIMEOUT = timedelta(minutes=30)
-"""How long a collective waits for a slow rank (a rank may decode or load models meanwhile)."""
+DEFAULT_TIMEOUT = timedelta(minutes=60)
+"""How long a collective waits for the slowest rank. Sampling collectives are quick, but the
+other ranks wait at a barrier or broadcast while rank 0 alone loads models, decodes and
+encodes the video; a longer wait (e.g. upstream stages run inside the launch) needs more."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,18 @@ class DistContext:
         parts = [torch.empty_like(buffer) for _ in range(self.world_size)]
         dist.all_gather(parts, buffer)
         return [p.to(tensor.device) for p in parts]
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Rank ``src``'s ``tensor`` on every rank (a new tensor on the input's device).
+
+        Every rank passes a tensor of the same shape and dtype (e.g. its own x_T, which rank
+        0's replaces): cheaper than :meth:`broadcast_object` for large tensors.
+        """
+        if not self.is_distributed:
+            return tensor.clone()
+        buffer = tensor.detach().to(self.device, copy=True).contiguous()
+        dist.broadcast(buffer, src=src)
+        return buffer.to(tensor.device)
 
     def broadcast_object(self, obj: T, src: int = 0) -> T:
         """Rank ``src``'s ``obj`` (picklable) on every rank; other ranks' ``obj`` is ignored.
