@@ -418,6 +418,7 @@ def _status_command(registry: Any) -> Callable[..., None]:
             rows = []
             for stage in registry:
                 rec = project.stages.get(stage.name)
+                state: str
                 try:
                     st = runner.status(stage)
                     state, reason = st.state, st.reason
@@ -435,7 +436,8 @@ def _status_command(registry: Any) -> Callable[..., None]:
                 "plugins_skipped": list(registry.problems),
             }
             lines = [f"project {project.root}"]
-            for k, v in payload["inputs"].items():
+            inputs_map: dict[str, Any] = payload["inputs"]  # type: ignore[assignment]
+            for k, v in inputs_map.items():
                 lines.append(f"  {k}: {v}")
             for r in rows:
                 extra = "" if r["state"] == "fresh" else f" ({r['reason']})"
@@ -499,7 +501,7 @@ def _weights_app() -> typer.Typer:
                 lines.append(f"{r['component']:<9} {r['state']:<8} {r['file']}  {where}" + (f"  ({r['detail']})" if r["detail"] else ""))
             sess.emit(payload, lines)
             if any(r["state"] != "loads" and r["state"] != "present" for r in rows):
-                missing = [r["file"] for r in rows if r["state"] in ("missing", "broken")]
+                missing = [str(r["file"]) for r in rows if r["state"] in ("missing", "broken")]
                 log.warning("%d weight file(s) missing or broken: %s; run `unianimate weights fetch`", len(missing), ", ".join(missing))
 
     _add_globals(list_weights)

@@ -127,6 +127,7 @@ def render_animation(ctx: StageContext, p: Any) -> None:
     )
     is_windowed = num_frames > p.window_size
     prior = NoisePrior.for_entrance("long" if is_windowed else "short")
+    assert conditions.randomref is not None  # build_conditions always makes it
     x_T = make_initial_latent(conditions.randomref, generator, prior)
     params = RenderParams(
         num_steps=p.steps,
@@ -194,7 +195,7 @@ def _encode_video(
     audio_kwargs: dict[str, Any] = {}
     if p.audio:
         video = ctx.input("user:video")
-        source = seq.source_frames or ()
+        source: tuple[int, ...] = tuple(seq.source_frames or ())
         start = int(source[0]) if source else 0
         interval = int(source[1] - source[0]) if len(source) > 1 else 1
         try:

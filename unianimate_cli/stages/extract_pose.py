@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from unianimate_cli.errors import InputError
 from unianimate_cli.stage import Artifact, BaseStage, StageContext, param
@@ -38,7 +38,7 @@ def library_params(p: ExtractPoseSettings, device: str) -> Any:
             person = int(person)
         except ValueError:
             raise InputError(f"--person {p.person!r} is not 'auto' or a person index", "use auto, 0, 1, ...") from None
-    dev = device if device in ("auto", "cpu") else "cuda"
+    dev: Literal["auto", "cuda", "cpu"] = "auto" if device == "auto" else "cpu" if device == "cpu" else "cuda"
     return ExtractPoseParams(
         frame_interval=p.frame_interval,
         max_frames=p.max_frames or None,
