@@ -30,6 +30,7 @@ from unianimate_cli.distributed import (
     init_from_env,
     is_launched_by_torchrun,
     plan_batch_jobs,
+    run_batch_jobs,
     shard,
     shard_indices,
 )
@@ -132,7 +133,6 @@ def _free_port() -> int:
 @dataclass(frozen=True)
 class Launch:
     ranks: list[dict[str, Any]]
-    batch: dict[str, list[str]]
     tensors: dict[str, torch.Tensor]
 
 
@@ -154,7 +154,7 @@ def launch(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Laun
     proc = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((out / "report.json").read_text())
-    return Launch(report["ranks"], report["batch"], load_file(str(out / "results.safetensors")))
+    return Launch(report["ranks"], load_file(str(out / "results.safetensors")))
 
 
 @contextlib.contextmanager
@@ -223,11 +223,35 @@ def test_ranks_with_different_inputs_are_refused(launch: Launch) -> None:
 @pytest.mark.slow
 def test_batch_jobs_run_once_each_with_single_process_results(launch: Launch) -> None:
     jobs = [f"job-{i}" for i in range(worker.NUM_JOBS)]
-    assigned = [job for rank in range(WORLD_SIZE) for job in launch.batch[str(rank)]]
-    assert sorted(assigned) == sorted(jobs) and len(assigned) == len(jobs)
-    sizes = [len(launch.batch[str(rank)]) for rank in range(WORLD_SIZE)]
-    assert max(sizes) - min(sizes) <= 1
-    for job in jobs:
-        conditions, x_T = worker.make_clip(16, worker.TOY_SIZES, seed=int(job.split("-")[1]))
+    seen = launch.ranks[0]["batch_seen"]
+    assert all(r["batch_seen"] == seen for r in launch.ranks)  # every rank has every result
+    assert [job for _, job, _, _ in seen] == jobs  # each job exactly once, in job order
+    per_rank = [sum(1 for _, _, rank, _ in seen if rank == r) for r in range(WORLD_SIZE)]
+    assert sum(per_rank) == len(jobs) and max(per_rank) - min(per_rank) <= 1
+    assert len({rank for _, _, rank, _ in seen}) == WORLD_SIZE
+    for index, job, _, error in seen:
+        if index == worker.FAILING_JOB:  # a user error is recorded; the rank went on
+            assert error is not None and "no person found" in error
+            assert f"batch_{job}" not in launch.tensors
+            continue
+        assert error is None
+        conditions, x_T = worker.make_clip(16, worker.TOY_SIZES, seed=index)
         here = render_latents(worker.ToyUNet(), conditions, x_T, worker.TOY)
         torch.testing.assert_close(launch.tensors[f"batch_{job}"], here, rtol=1e-6, atol=1e-6)
+
+
+def test_single_process_batch_records_user_errors_and_goes_on() -> None:
+    def run_job(job: int) -> int:
+        if job == 2:
+            raise InputError("job 2: bad photo", "use another")
+        return job * 10
+
+    results = run_batch_jobs([1, 2, 3], DistContext.single(), run_job)
+    assert [(r.job, r.ok, r.value) for r in results] == [(1, True, 10), (2, False, None), (3, True, 30)]
+    assert results[1].error is not None and "bad photo" in results[1].error
+
+    def buggy(job: int) -> int:
+        raise KeyError(job)
+
+    with pytest.raises(KeyError):  # our bugs are not swallowed
+        run_batch_jobs([1], DistContext.single(), buggy)

@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unianimate_cli import distributed
-from unianimate_cli.distributed import DistContext, plan_batch_jobs
+from unianimate_cli.distributed import DistContext, plan_batch_jobs, run_batch_jobs
+from unianimate_cli.errors import InputError
 from unianimate_cli.parity.diffusion import load_fixture_unet
 from unianimate_cli.sampling import render as render_module
 from unianimate_cli.sampling.conditions import Conditions
@@ -37,6 +38,7 @@ STOP_AFTER = 2
 # 16 frames: 5 windows, so 2 ranks get unequal shares.
 TOY = RenderParams(num_steps=4, context_size=5, context_overlap=2)
 NUM_JOBS = 7
+FAILING_JOB = 4
 
 
 class CountingUNet:
@@ -170,14 +172,18 @@ def main(out_dir: Path, fixture_unet: Path) -> None:
     except RuntimeError as exc:
         report["mismatch_refused"] = "different x_t" in str(exc)
 
-    # Batch mode: whole jobs per rank, each rendered single-process.
+    # Batch mode: whole jobs per rank, each rendered single-process; one job fails.
     jobs = [f"job-{i}" for i in range(NUM_JOBS)]
-    mine = plan_batch_jobs(jobs, ctx)
-    results: dict[str, torch.Tensor] = {}
-    for job in mine:
-        job_conditions, job_x_T = make_clip(16, TOY_SIZES, seed=int(job.split("-")[1]))
-        results[job] = render_latents(ToyUNet(), job_conditions, job_x_T, TOY)
-    everyone = ctx.all_gather_object((ctx.rank, mine, results))
+
+    def run_job(job: str) -> torch.Tensor:
+        seed = int(job.split("-")[1])
+        if seed == FAILING_JOB:
+            raise InputError(f"{job}: no person found in the photo", "use another photo")
+        job_conditions, job_x_T = make_clip(16, TOY_SIZES, seed=seed)
+        return render_latents(ToyUNet(), job_conditions, job_x_T, TOY)
+
+    results = run_batch_jobs(jobs, ctx, run_job)
+    report["batch_seen"] = [[r.index, r.job, r.rank, r.error] for r in results]
     try:
         plan_batch_jobs(jobs[::-1] if ctx.rank else jobs, ctx)
         report["batch_mismatch_refused"] = False
@@ -191,13 +197,11 @@ def main(out_dir: Path, fixture_unet: Path) -> None:
         for rank, theirs in enumerate(same_everywhere):
             for key, value in theirs.items():
                 out[f"{key}_rank{rank}"] = value
-        batch: dict[str, Any] = {}
-        for rank, jobs_done, latents in everyone:
-            batch[str(rank)] = jobs_done
-            for job, latent in latents.items():
-                out[f"batch_{job}"] = latent
+        for result in results:
+            if result.value is not None:
+                out[f"batch_{result.job}"] = result.value
         save_file({k: v.contiguous() for k, v in out.items()}, str(out_dir / "results.safetensors"))
-        (out_dir / "report.json").write_text(json.dumps({"ranks": reports, "batch": batch}, indent=1))
+        (out_dir / "report.json").write_text(json.dumps({"ranks": reports}, indent=1))
     distributed.cleanup(ctx)
 
 

@@ -30,6 +30,13 @@ Two ways to use the ranks:
   ``x_t``. Only rank 0 (:attr:`DistContext.is_main_process`) writes files.
 * **A batch of jobs**: :func:`plan_batch_jobs` gives each rank whole jobs; each job then runs
   single-process (:meth:`DistContext.single`) in its own project directory.
+  :func:`run_batch_jobs` does that and hands every rank all the results.
+
+What only rank 0 does, in the launcher integration: take the project lock, write anything
+under the project (checkpoints, outputs, manifest, log file), decode and encode the video,
+show progress. Decisions that lead into collectives (resume or not, which stages run) are
+made on rank 0 and sent with :meth:`DistContext.broadcast_object`, so no rank waits in a
+collective the others skip.
 """
 
 from __future__ import annotations
@@ -41,16 +48,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from unianimate_cli.errors import InputError, ResourceError
+from unianimate_cli.errors import InputError, ResourceError, UnianimateError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 Backend = Literal["nccl", "gloo"]
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -313,3 +321,46 @@ def plan_batch_jobs(jobs: Sequence[T], ctx: DistContext, describe: Callable[[T],
     mine = shard(jobs, ctx)
     logger.info("rank %d of %d takes %d of %d job(s)", ctx.rank, ctx.world_size, len(mine), len(jobs))
     return mine
+
+
+@dataclass(frozen=True)
+class JobResult(Generic[T, R]):
+    """How one batch job ended: ``value`` when it succeeded, else the user-facing ``error``."""
+
+    index: int
+    job: T
+    rank: int
+    value: R | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_batch_jobs(
+    jobs: Sequence[T],
+    ctx: DistContext,
+    run_job: Callable[[T], R],
+    describe: Callable[[T], str] | None = str,
+) -> list[JobResult[T, R]]:
+    """Run this rank's share of ``jobs`` (see :func:`plan_batch_jobs`), then collect every rank's.
+
+    ``run_job(job)`` runs one whole job single-process in its own project directory. A job
+    raising :class:`~unianimate_cli.errors.UnianimateError` is recorded (``error``, one line)
+    and the rank goes on; any other exception is our bug and stops the launch (torchrun then
+    stops every rank; rerunning resumes each job). Returns the results of all jobs, in job
+    order, on every rank (jobs and values must be picklable), so rank 0 can report and every
+    rank can exit with the same status.
+    """
+    mine = plan_batch_jobs(jobs, ctx, describe)
+    indices = list(shard_indices(len(jobs), ctx.rank, ctx.world_size))
+    results: list[JobResult[T, R]] = []
+    for index, job in zip(indices, mine):
+        try:
+            results.append(JobResult(index, job, ctx.rank, value=run_job(job)))
+        except UnianimateError as exc:
+            logger.warning("job %d (%s) failed: %s", index, job, exc)
+            results.append(JobResult(index, job, ctx.rank, error=str(exc)))
+    everyone = [r for share in ctx.all_gather_object(results) for r in share]
+    return sorted(everyone, key=lambda r: r.index)
