@@ -701,7 +701,7 @@ class _AudioPump:
         self._duration_s = duration_s  # None: decided by the video length in finish()
         self._source = source
         self._track = track
-        self._buffer = np.zeros((self._channels, 0), dtype=np.float32)
+        self._buffer: np.ndarray = np.zeros((self._channels, 0), dtype=np.float32)  # float32 [channels, n]
         self._sent = 0  # samples handed to the encoder
         self._av = av
         self._chunks = self._cut_samples()
@@ -736,7 +736,9 @@ class _AudioPump:
             try:
                 for frame in _chain_none(src.decode(astream)):
                     for out in resampler.resample(frame):
-                        data = out.to_ndarray().astype(np.float32, copy=False).reshape(self._channels, -1)
+                        data: np.ndarray = out.to_ndarray().astype(np.float32, copy=False).reshape(
+                            self._channels, -1
+                        )
                         if position is None:
                             position = round(float(out.time) * rate) if out.time is not None else 0
                         if stop is not None:

@@ -93,7 +93,7 @@ def draw_canvas(
     H, W = int(height_px), int(width_px)
     cand = np.asarray(candidate, dtype=np.float64).reshape(-1, 2)
     sub = np.asarray(subset, dtype=np.float64).reshape(-1)
-    canvas = np.zeros((H, W, 3), dtype=np.uint8)
+    canvas: np.ndarray = np.zeros((H, W, 3), dtype=np.uint8)
 
     for i, (a, b) in enumerate(LIMBS):
         if sub[a] == -1 or sub[b] == -1:
