@@ -187,6 +187,7 @@ def test_sharded_windowed_render_equals_single_process_bit_for_bit(launch: Launc
     steps = len(plan_steps(worker.WINDOWED))
     for rank, r in enumerate(launch.ranks):
         assert torch.equal(launch.tensors[f"sharded_rank{rank}"], launch.tensors[f"alone_rank{rank}"])
+        assert r["sharded_equals_alone"] and r["resumed_equals_alone"]
         # each rank ran only its windows, both branches, at every step
         assert r["sharded_calls"] == steps * 2 * _local_windows(rank)
         assert r["alone_calls"] == steps * 2 * len(plan_windows(13, worker.WINDOWED))

@@ -5,7 +5,9 @@ ranks and once alone (same process, so same thread count: the two must agree bit
 then stops a sharded render after step k and resumes it from rank 0's checkpoint, then runs
 a batch of toy jobs. Rank 0 writes what it saw to OUT_DIR for the test to check.
 
-Usage: ``torchrun --nproc_per_node 2 tests/test_distributed_worker.py OUT_DIR FIXTURE_DIR``.
+Usage: ``torchrun --nproc_per_node 2 tests/test_distributed_worker.py OUT_DIR FIXTURE_DIR [DEVICE]``
+(DEVICE ``cpu``, the default, uses gloo; ``cuda`` runs the same checks on NCCL, one GPU per
+rank; ``OUT_DIR/report.json`` then says per rank whether sharded and resumed equal alone).
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ def sharded(ctx: DistContext | None) -> Iterator[None]:
         render_module.GuidedDenoiser = original  # type: ignore[misc]
 
 
-def main(out_dir: Path, fixture_unet: Path) -> None:
-    ctx = distributed.init_from_env("cpu")
+def main(out_dir: Path, fixture_unet: Path, device: str = "cpu") -> None:
+    ctx = distributed.init_from_env(device)
     report: dict[str, Any] = {"rank": ctx.rank, "world_size": ctx.world_size, "backend": ctx.backend}
     tensors: dict[str, torch.Tensor] = {}
 
@@ -124,8 +126,9 @@ def main(out_dir: Path, fixture_unet: Path) -> None:
     ctx.barrier()
 
     # One windowed render, sharded and alone.
-    unet = CountingUNet(load_fixture_unet(fixture_unet))
+    unet = CountingUNet(load_fixture_unet(fixture_unet).to(ctx.device))
     conditions, x_T = make_clip(13, clip_sizes(fixture_unet), seed=3)
+    conditions, x_T = conditions.to(ctx.device), x_T.to(ctx.device)
     x_T = ctx.broadcast(x_T)  # the stage's rule: every rank samples from rank 0's x_T
     plan = plan_steps(WINDOWED)
     checkpoints: list[dict[str, torch.Tensor]] = []
@@ -190,8 +193,10 @@ def main(out_dir: Path, fixture_unet: Path) -> None:
     except RuntimeError:
         report["batch_mismatch_refused"] = True
 
+    report["sharded_equals_alone"] = torch.equal(tensors["sharded"], tensors["alone"])
+    report["resumed_equals_alone"] = torch.equal(tensors["resumed"], tensors["alone"])
     reports = ctx.all_gather_object(report)
-    same_everywhere = ctx.all_gather_object({k: v.clone() for k, v in tensors.items()})
+    same_everywhere = ctx.all_gather_object({k: v.cpu() for k, v in tensors.items()})
     if ctx.is_main_process:
         out: dict[str, torch.Tensor] = {}
         for rank, theirs in enumerate(same_everywhere):
@@ -206,4 +211,4 @@ def main(out_dir: Path, fixture_unet: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4])
