@@ -132,3 +132,37 @@ def test_interrupted_render_resumes_to_identical_output(setup: tuple[Path, Path,
     assert len(calls) == full_calls * (steps - 2) // steps  # steps 1-2 were not recomputed
     for rel in ("animate/latents.safetensors", "render/out.mp4", "align/poses.jsonl", "pose/driving.jsonl"):
         assert sha256_file(tmp_path / "resumed" / rel) == sha256_file(tmp_path / "clean" / rel), rel
+
+
+def test_segments_then_extend(setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """animate in last-frame segments over the first 4 poses, then extend to all 6."""
+    import av
+
+    photo, video, weights = setup
+    monkeypatch.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
+    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "96")
+    project = tmp_path / "p"
+    common = ["--weights-dir", str(weights), "--device", "cpu", "--json"]
+    r = CliRunner().invoke(build_app(), ["animate", str(photo), str(video), "--project", str(project), "--mode", "segments",
+                                         "--window-size", "3", "--max-frames", "4", "--steps", "5", *common])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)["info"]
+    assert (info["num_frames"], info["segments"]) == (4, 2)
+
+    r = CliRunner().invoke(build_app(), ["extend", str(project), "--segment-frames", "3", "--steps", "5", *common])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [(s["name"], s["ran"]) for s in data["stages"]] == [("extract-pose", False), ("align", False), ("animate", False), ("extend", True)]
+    assert (data["info"]["num_frames"], data["info"]["added_frames"]) == (NUM_FRAMES, NUM_FRAMES - 4)
+    with av.open(data["outputs"]["render.extended"]) as container:
+        assert sum(1 for _ in container.decode(video=0)) == NUM_FRAMES
+
+    from safetensors.torch import load_file
+
+    before = load_file(str(project / "animate" / "latents.safetensors"))["latents"]
+    after = load_file(str(project / "extend" / "latents.safetensors"))["latents"]
+    assert after.shape[2] == NUM_FRAMES
+    assert (after[:, :, :4] == before).all()  # the earlier frames are kept as they were
+
+    r = CliRunner().invoke(build_app(), ["extend", str(project), "--segment-frames", "3", "--steps", "5", *common])
+    assert r.exit_code == 0 and json.loads(r.stdout)["stages"][-1]["ran"] is False

@@ -28,7 +28,7 @@ class AnimateSettings:
     guide_scale: float = param(2.5, "classifier-free guidance scale")
     seed: int = param(11, "random seed")
     max_frames: int = param(0, "animate at most this many pose frames (0 = all)")
-    mode: Literal["windows", "segments"] = param("windows", "long videos: overlapping windows (reference) or last-frame segments")
+    mode: Literal["windows", "segments"] = param("windows", "long videos: overlapping windows (the reference) or last-frame segments of --window-size frames")
     window_size: int = param(32, "frames per window (segment length in segments mode)")
     window_overlap: int = param(8, "frames shared by neighbouring windows")
     window_batch: int = param(1, "windows per UNet call (memory for speed)", key=False)
@@ -60,7 +60,9 @@ class AnimateStage(BaseStage):
         for name, value, low in (("steps", params.steps, 1), ("window-size", params.window_size, 1), ("checkpoint-every", params.checkpoint_every, 1), ("window-batch", params.window_batch, 1)):
             if value < low:
                 raise InputError(f"--{name} {value} is below {low}")
-        if params.window_overlap < 0 or params.window_overlap >= params.window_size:
+        if params.mode == "segments" and params.window_size < 2:
+            raise InputError(f"--window-size {params.window_size} leaves no new frame per segment", "use 2 or more")
+        if params.mode == "windows" and not 0 <= params.window_overlap < params.window_size:
             raise InputError(f"--window-overlap {params.window_overlap} must be >= 0 and below --window-size {params.window_size}")
         for name, value in (("width", params.width), ("height", params.height)):
             if value < 0 or value % 8:
