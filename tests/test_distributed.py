@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,10 @@ from unianimate_cli.distributed import (
 )
 from unianimate_cli.errors import InputError
 from unianimate_cli.parity.diffusion import load_fixture_unet
-from unianimate_cli.sampling.denoiser import GuidedDenoiser
+from unianimate_cli.sampling.ddim import ddim_sample
+from unianimate_cli.sampling.denoiser import GuidedDenoiser, WindowOutput
 from unianimate_cli.sampling.render import plan_steps, plan_windows, render_latents
+from unianimate_cli.sampling.schedule import NoiseSchedule
 
 WORLD_SIZE = 2
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -119,6 +122,76 @@ def test_single_process_context_leaves_the_denoiser_unchanged() -> None:
     a, b = plain.evaluate(x_T, 901), single.evaluate(x_T, 901)
     assert torch.equal(a.v, b.v) and torch.equal(a.v_cond, b.v_cond)
     assert single.unet_calls == plain.unet_calls == 2 * len(windows)
+
+
+class _Exchange:
+    """In-process stand-in for a collective: each thread posts its value, all read all."""
+
+    def __init__(self, world_size: int) -> None:
+        self.barrier = threading.Barrier(world_size, timeout=30)
+        self.slots: list[Any] = [None] * world_size
+
+    def gather(self, rank: int, value: Any) -> list[Any]:
+        self.slots[rank] = value
+        self.barrier.wait()
+        out = list(self.slots)
+        self.barrier.wait()
+        return out
+
+
+@dataclass(frozen=True)
+class _ThreadDist(DistContext):
+    """A DistContext whose all-gathers go through an :class:`_Exchange` between threads."""
+
+    exchange: Any = None
+
+    def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [t.clone() for t in self.exchange.gather(self.rank, tensor.clone())]
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return list(self.exchange.gather(self.rank, obj))
+
+
+@pytest.mark.parametrize("world_size", [3, 4, 7])
+def test_uneven_and_empty_shards_give_the_single_process_latent(world_size: int) -> None:
+    """16 frames = 5 windows: shares 2/2/1, 2/1/1/1, and two ranks with no window at 7."""
+    conditions, x_T = worker.make_clip(16, worker.TOY_SIZES, seed=9)
+    conditions = conditions.select(worker.TOY.variant)
+    windows = plan_windows(16, worker.TOY)
+    plan = plan_steps(worker.TOY)
+    schedule = NoiseSchedule.official()
+    seen_alone: list[list[WindowOutput]] = []
+    alone = GuidedDenoiser(worker.ToyUNet(), conditions, windows=windows, on_windows=lambda t, w: seen_alone.append(w))
+    expected = ddim_sample(alone, x_T, plan, schedule)
+    exchange = _Exchange(world_size)
+    results: dict[int, tuple[torch.Tensor, GuidedDenoiser, list[list[WindowOutput]]]] = {}
+    errors: list[BaseException] = []
+
+    def rank_main(rank: int) -> None:
+        try:
+            seen: list[list[WindowOutput]] = []
+            ctx = _ThreadDist(rank=rank, world_size=world_size, exchange=exchange)
+            denoiser = GuidedDenoiser(
+                worker.ToyUNet(), conditions, windows=windows, on_windows=lambda t, w: seen.append(w), dist=ctx
+            )
+            results[rank] = (ddim_sample(denoiser, x_T, plan, schedule), denoiser, seen)
+        except BaseException as exc:  # surfaced below: a thread's failure must fail the test
+            errors.append(exc)
+            exchange.barrier.abort()
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(world_size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for rank, (latent, denoiser, seen) in results.items():
+        assert torch.equal(latent, expected)
+        assert denoiser.unet_calls == len(plan) * 2 * len(shard_indices(len(windows), rank, world_size))
+        assert [[o.window for o in step] for step in seen] == [[o.window for o in step] for step in seen_alone]
+        last, last_alone = seen[-1], seen_alone[-1]
+        assert all(torch.equal(a.v_cond, b.v_cond) and torch.equal(a.v_uncond, b.v_uncond) for a, b in zip(last, last_alone))
+    assert sum(d.unet_calls for _, d, _ in results.values()) == alone.unet_calls
 
 
 # ---------------------------------------------------------------- 2 processes, gloo, torchrun
