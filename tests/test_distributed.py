@@ -88,6 +88,11 @@ def test_malformed_launch_environment_is_an_input_error(env: dict[str, str]) -> 
     assert not torch.distributed.is_initialized()
 
 
+def test_unknown_device_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="gpu0"):
+        init_from_env("gpu0", env={})
+
+
 @pytest.mark.parametrize("num_items", [0, 1, 2, 5, 7, 16])
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
 def test_shards_cover_every_item_once_and_are_balanced(num_items: int, world_size: int) -> None:

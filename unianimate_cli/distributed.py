@@ -181,7 +181,10 @@ def is_launched_by_torchrun(env: Mapping[str, str] | None = None) -> bool:
 
 def _choose_device(requested: torch.device | str | None, local_rank: int, world_size: int) -> torch.device:
     """This rank's device: ``cuda:LOCAL_RANK`` when CUDA is asked for or available, else CPU."""
-    wanted = None if requested in (None, "", "auto") else torch.device(str(requested))
+    try:
+        wanted = None if requested in (None, "", "auto") else torch.device(str(requested))
+    except RuntimeError:
+        raise InputError(f"unknown device {str(requested)!r}", "use cpu or cuda") from None
     if wanted is not None and wanted.type == "cpu":
         return wanted
     if wanted is None and not torch.cuda.is_available():
