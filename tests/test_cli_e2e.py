@@ -84,6 +84,12 @@ def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp
     assert states["extract-pose"] == states["align"] == "fresh"
     assert first_hash == sha256_file(project / "animate" / "latents.safetensors")
 
+    listing = CliRunner().invoke(build_app(), ["weights", "--weights-dir", str(weights), "--json"])
+    assert listing.exit_code == 0, listing.output
+    assert {f["component"]: f["state"] for f in json.loads(listing.stdout)["files"]} == dict.fromkeys(
+        ("unet", "vae", "clip", "detector", "pose"), "loads"
+    )
+
 
 def test_interrupted_render_resumes_to_identical_output(setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C after DDIM step 2; the rerun skips the finished steps and gives the same files."""
