@@ -184,3 +184,18 @@ def test_missing_user_input_is_a_project_error(tmp_path: Path) -> None:
     settings = load_settings({s.name: s.params_type for s in registry})
     with pytest.raises(ProjectError, match="records no photo"):
         Runner(project, registry, settings).run("count")
+
+
+def test_missing_weights_fail_before_any_stage_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_runner_standins import DOUBLE
+
+    from unianimate_cli.errors import WeightsError
+
+    def weights(self: object, ctx: object, params: object) -> dict:
+        raise WeightsError("weight file unet.pth not found (looked in: /nowhere)")
+
+    monkeypatch.setattr(type(DOUBLE), "weight_files", weights)
+    photo, video = _inputs(tmp_path)
+    with pytest.raises(WeightsError):
+        _runner(tmp_path / "p", photo, video).run("double")
+    assert HOOKS["computed"] == []  # count did not run first

@@ -271,9 +271,13 @@ class Runner:
     def validate(self, target: str) -> None:
         """Every stage's cheap checks, before anything runs or loads a model."""
         for stage in self.chain(target):
+            params = self.settings.params(stage.name)
             validator = getattr(stage, "validate", None)
             if validator is not None:
-                validator(self._context(stage), self.settings.params(stage.name))
+                validator(self._context(stage), params)
+            getter = getattr(stage, "weight_files", None)
+            if getter is not None:
+                getter(self._context(stage), params)  # a missing weight file fails now, not after upstream work
 
     def run(self, target: str, force: bool = False) -> list[StageResult]:
         """Bring ``target`` up to date, running stale upstream stages first."""
