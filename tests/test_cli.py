@@ -57,6 +57,7 @@ def test_builtin_help_has_examples() -> None:
         assert "Examples" in result.stdout, name
     result = runner.invoke(app, ["animate", "--help"])
     assert "--guide-scale" in result.stdout and "--window-size" in result.stdout
+    assert "[default: 2.5]" in result.stdout
 
 
 def test_run_then_skip_then_force(inputs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -360,7 +360,8 @@ def make_stage_command(registry: Any, stage: Any) -> Callable[..., None]:
         default = defaults[f.name]
         shown = default.value if hasattr(default, "value") else default
         help_text = f.metadata.get("help", "")
-        help_text = f"{help_text} [default: {str(shown).lower() if isinstance(shown, bool) else shown}]".strip()
+        # "\[" keeps rich markup from eating the bracket.
+        help_text = f"{help_text} \\[default: {str(shown).lower() if isinstance(shown, bool) else shown}]".strip()
         decls = [f"--{dash}/--no-{dash}"] if tp is bool else [f"--{dash}"]
         option = typer.Option(*decls, help=help_text, show_default=False, rich_help_panel=f"{stage.name} options", metavar=f.metadata.get("metavar"))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[tp], option]))
