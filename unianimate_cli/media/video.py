@@ -449,16 +449,16 @@ def select_frame_indices(
       crashes on the out-of-range index, so we raise ``InputError`` for exactly those inputs.
     """
     rule = SamplingRule(rule)
-    if num_frames < 1:
+    if not _is_int(num_frames) or num_frames < 1:
         raise InputError("no pose frames to sample from", "extract poses from a video with at least one frame")
-    if frame_interval < 1:
-        raise InputError(f"frame interval {frame_interval} is not a positive integer", "use 1 or more")
+    if not _is_int(frame_interval) or frame_interval < 1:
+        raise InputError(f"frame interval {frame_interval!r} is not a positive integer", "use 1 or more")
     if max_frames is None:
         if rule is SamplingRule.STANDARD:
             raise InputError("the standard frame selection needs a frame count", "set max_frames, or use the long rule")
         max_frames = (num_frames - 1) // frame_interval + 1
-    if max_frames < 1:
-        raise InputError(f"max_frames {max_frames} is not a positive integer", "use 1 or more")
+    if not _is_int(max_frames) or max_frames < 1:
+        raise InputError(f"max_frames {max_frames!r} is not a positive integer", "use 1 or more")
 
     cover = frame_interval * (max_frames - 1) + 1
     if num_frames >= cover:
@@ -478,8 +478,17 @@ def select_frame_indices(
             )
         return list(picked)
     stride = max((num_frames - 1) // (max_frames - 1), 1)
+    logger.info(
+        "%d pose frames are fewer than %d needed for %d frames at interval %d; using interval %d",
+        num_frames, cover, max_frames, frame_interval, stride,
+    )
     chosen: list[int | None] = [i for i in range(0, stride * max_frames, stride) if i < num_frames]
     return chosen + [None] * (max_frames - len(chosen))
+
+
+def _is_int(value: object) -> bool:
+    """True for a real integer (not a bool, not a float): counts come from JSON and TOML."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -16,7 +16,6 @@ checked by ``fixtures/conditioning``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import Enum
@@ -25,8 +24,7 @@ import numpy as np
 import torch
 
 from unianimate_cli.errors import InputError
-
-logger = logging.getLogger(__name__)
+from unianimate_cli.media.video import SamplingRule, select_frame_indices
 
 CLIP_INPUT_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -153,28 +151,12 @@ def select_pose_frames(
     over the files that exist, and with ``pad`` (the reference, spec quirk 17) the missing
     frames are zero poses up to max_frames. ``pad=False`` truncates instead (fix of spec
     section 16.6). The long entrance's integer-max_frames path is buggy in the reference
-    (section 16.4); this rule replaces it.
+    (section 16.4); this rule replaces it. The selection itself is
+    :func:`unianimate_cli.media.video.select_frame_indices`.
     """
-    for name, value in (("pose frame count", num_pose_files), ("frame interval", frame_interval)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} = {value!r} is not an integer >= 1", "check the pose folder and options")
-    if max_frames is None:
-        return list(range(0, num_pose_files, frame_interval))
-    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
-        raise InputError(f"max frames = {max_frames!r} is not an integer >= 1")
-    stride = frame_interval
-    cover = stride * (max_frames - 1) + 1
-    if num_pose_files < cover:
-        stride = max((num_pose_files - 1) // (max_frames - 1), 1)
-        logger.info(
-            "%d pose frames are fewer than %d needed for %d frames at interval %d; using interval %d",
-            num_pose_files, cover, max_frames, frame_interval, stride,
-        )
-    chosen: list[int | None] = [i for i in range(0, stride * max_frames, stride) if i < num_pose_files]
-    chosen = chosen[:max_frames]
-    if pad:
-        chosen += [None] * (max_frames - len(chosen))
-    return chosen
+    rule = SamplingRule.LONG if max_frames is None else SamplingRule.STANDARD
+    chosen = select_frame_indices(num_pose_files, frame_interval, max_frames, rule)
+    return chosen if pad else [i for i in chosen if i is not None]
 
 
 # --- Pixel transforms -------------------------------------------------------------------
