@@ -161,6 +161,26 @@ def _translate(pts: _Points, t: np.ndarray) -> None:
     pts.face[pts.face_vis] += t
 
 
+def _apply(
+    driving: Sequence[PoseFrame],
+    x_ratio: float,
+    y_ratio: float,
+    ratios: dict[str, float],
+    t: np.ndarray,
+    robust: bool,
+) -> tuple[PoseFrame, ...]:
+    """Scale, correct each limb of and translate every driving frame; both modes share this order."""
+    out = []
+    for frame in driving:
+        pts = _Points.of(frame, robust=robust)
+        _scale(pts, x_ratio, y_ratio)
+        for limb in LIMB_CORRECTIONS:
+            _correct(pts, limb, ratios[limb.name], robust=robust)
+        _translate(pts, t)
+        out.append(frame.with_points(pts.body, pts.feet, pts.hands, pts.face))
+    return tuple(out)
+
+
 def _search_order(n: int, start: int) -> list[int]:
     return list(range(start, n)) + list(range(0, start))
 
@@ -231,14 +251,7 @@ def _align_reference(reference: PoseFrame, driving: Sequence[PoseFrame], calibra
             ratios[limb.name] = float(ratio)
             _correct(calib, limb, ratios[limb.name], robust=False)
         t = R[1] - calib.body[1]
-        out = []
-        for frame in driving:
-            pts = _Points.of(frame, robust=False)
-            _scale(pts, x_ratio, y_ratio)
-            for limb in LIMB_CORRECTIONS:
-                _correct(pts, limb, ratios[limb.name], robust=False)
-            _translate(pts, t)
-            out.append(frame.with_points(pts.body, pts.feet, pts.hands, pts.face))
+        out = _apply(driving, x_ratio, y_ratio, ratios, t, robust=False)
     info = AlignInfo(
         mode="reference",
         calibration_frame=k,
@@ -251,7 +264,7 @@ def _align_reference(reference: PoseFrame, driving: Sequence[PoseFrame], calibra
         ratio_frames={name: k for name in LIMB_NAMES},
         translation_frame=k,
     )
-    return AlignResult(tuple(out), info)
+    return AlignResult(out, info)
 
 
 def _x_width(p: PoseFrame) -> float | None:
@@ -342,14 +355,7 @@ def _align_robust(reference: PoseFrame, driving: Sequence[PoseFrame], calibratio
     elif n:
         warnings.append("the reference photo has no neck (both shoulders needed); poses not moved onto it")
 
-    out = []
-    for frame in driving:
-        pts = _Points.of(frame, robust=True)
-        _scale(pts, x_ratio, y_ratio)
-        for limb in LIMB_CORRECTIONS:
-            _correct(pts, limb, ratios[limb.name], robust=True)
-        _translate(pts, t)
-        out.append(frame.with_points(pts.body, pts.feet, pts.hands, pts.face))
+    out = _apply(driving, x_ratio, y_ratio, ratios, t, robust=True)
     for message in warnings:
         log.warning(message)
     info = AlignInfo(
@@ -365,4 +371,4 @@ def _align_robust(reference: PoseFrame, driving: Sequence[PoseFrame], calibratio
         translation_frame=t_frame,
         warnings=tuple(warnings),
     )
-    return AlignResult(tuple(out), info)
+    return AlignResult(out, info)
