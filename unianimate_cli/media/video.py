@@ -370,10 +370,14 @@ def iter_frames(
         shown_time = 0.0
         shown_rgb: np.ndarray | None = None
         position = 0
-        for frame in _chain(first, frames):
-            time_s = _frame_time(frame, t0 + position / fps)
-            position += 1
-            slot = round((time_s - t0) * fps)
+        for frame in _chain_none(_chain(first, frames)):
+            if frame is None:  # end of stream: the last frame still fills its own slot
+                slot = round((shown_time - t0) * fps) + 1
+            else:
+                time_s = _frame_time(frame, t0 + position / fps)
+                position += 1
+                slot = round((time_s - t0) * fps)
+            # The frame on screen fills every wanted slot before the new frame's slot.
             while shown is not None and wanted < slot:
                 if shown_rgb is None:
                     shown_rgb = _to_rgb(shown, info.rotation_deg)
@@ -383,16 +387,6 @@ def iter_frames(
                     return
                 wanted += frame_interval
             shown, shown_time, shown_rgb = frame, time_s, None
-        if shown is not None:
-            last_slot = round((shown_time - t0) * fps)
-            while wanted <= last_slot:
-                if shown_rgb is None:
-                    shown_rgb = _to_rgb(shown, info.rotation_deg)
-                yield DecodedFrame(wanted, t0 + wanted / fps, shown_time, shown_rgb)
-                emitted += 1
-                if max_frames is not None and emitted >= max_frames:
-                    return
-                wanted += frame_interval
     except av.FFmpegError as err:
         raise InputError(f"cannot decode {path} ({_short(err)})", _VIDEO_HINT) from err
     finally:
@@ -820,6 +814,6 @@ class _AudioPump:
 
 
 def _chain_none(frames: Iterator[Any]) -> Iterator[Any]:
-    """The decoded frames, then ``None`` so the resampler flushes."""
+    """The decoded frames, then ``None`` as an end marker (it also flushes the audio resampler)."""
     yield from frames
     yield None
