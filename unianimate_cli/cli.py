@@ -417,7 +417,14 @@ def _status_command(registry: Any) -> Callable[..., None]:
             settings = load_settings(section_types(registry), cli={"general": _general_cli(opts)}, project_dir=project.root, recorded={n: r.get("params", {}) for n, r in project.stages.items()})
             runner = Runner(project, registry, settings, weights_dirs=weights_dirs(opts, settings))
             rows = []
-            for stage in registry:
+            ordered: list[Any] = []
+            for stage in registry:  # pipeline order: each stage after what it needs
+                try:
+                    chain = runner.chain(stage.name)
+                except UnianimateError:
+                    chain = [stage]
+                ordered += [s for s in chain if s not in ordered]
+            for stage in ordered:
                 rec = project.stages.get(stage.name)
                 state: str
                 try:

@@ -287,10 +287,10 @@ class Runner:
             st = self.status(stage, force=force and stage.name == target)
             if st.state == "fresh":
                 self.hooks.stage_skipped(stage.name, "up to date")
-                log.info("%s: up to date", stage.name)
+                log.debug("%s: up to date", stage.name)
                 results.append(StageResult(stage.name, False, "up to date", self._output_paths(stage), self.project.stages[stage.name].get("info", {})))
                 continue
-            log.info("%s: running (%s)", stage.name, st.reason)
+            log.debug("%s: running (%s)", stage.name, st.reason)
             results.append(self._run_one(stage, st))
         return results
 

@@ -8,13 +8,27 @@ from typing import Any, Callable
 from unianimate_cli.stage import ProgressTask, StageContext
 
 
+_MODEL_SETS: dict[tuple[Any, ...], Any] = {}
+
+
 def model_set(ctx: StageContext) -> Any:
-    """The ``weights.ModelSet`` for this run's search dirs (imports torch via weights.py)."""
+    """The ``weights.ModelSet`` for this run's search dirs (imports torch via weights.py).
+
+    Resolved once per set of folders and ``models.json`` versions, so a command that asks
+    for it in several stages reads and logs it once.
+    """
     from unianimate_cli import weights
 
     explicit = list(ctx.weights_dirs)
     dirs = weights.search_dirs(explicit[0] if explicit else None, explicit[1] if len(explicit) > 1 else None)
-    return weights.resolve_model_set(dirs)
+    stamp = []
+    for d in dirs:
+        f = Path(d) / weights.MODELS_JSON
+        stamp.append((str(f), f.stat().st_mtime_ns if f.is_file() else None))
+    key = tuple(stamp)
+    if key not in _MODEL_SETS:
+        _MODEL_SETS[key] = weights.resolve_model_set(dirs)
+    return _MODEL_SETS[key]
 
 
 def weight_paths(ctx: StageContext, components: tuple[str, ...]) -> dict[str, Path]:

@@ -102,8 +102,6 @@ class ExtractPoseStage(BaseStage):
             source_fps=float(result.source_fps),
             people_in_photo=result.people_in_photo,
         )
-        if result.provider_message:
-            ctx.log.info(result.provider_message)
 
 
 STAGE = ExtractPoseStage()
