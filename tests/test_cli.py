@@ -277,3 +277,17 @@ def test_help_does_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert "extract-pose" in proc.stdout
     assert "HEAVY []" in proc.stderr, proc.stderr
+
+
+def test_inputs_are_resolved_or_refused(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    photo, video = inputs
+    r = invoke("count")
+    assert r.exit_code == 1 and "error: no inputs given" in r.stderr
+    r = invoke("count", photo)
+    assert r.exit_code == 1 and "needs PHOTO and VIDEO" in r.stderr
+    assert invoke("count", photo, video).exit_code == 0
+    project = tmp_path / "photo-dance.unianimate"
+    r = invoke("count", project, "--project", tmp_path / "other")
+    assert r.exit_code == 1 and "two project directories" in r.stderr
+    r = invoke("--project", project, "count", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["project"] == str(project)
