@@ -35,14 +35,6 @@ INPUTS = "inputs.safetensors"
 RUNS = "runs.safetensors"
 CONDITIONING_FILE = "conditioning.safetensors"
 WINDOWS_FILE = "windows.json"
-TABLES = (
-    "betas",
-    "alphas_cumprod",
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod",
-)
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -168,9 +160,9 @@ def run_schedule(folder: Path) -> list[Comparison]:
                 linear_sd_betas(config.num_timesteps, config.init_beta, config.last_beta),
             )
         )
-    for name in TABLES:
+    for name, table in schedule.tables().items():
         if name in tensors:
-            out.append(exact_table(name, getattr(schedule, name)))
+            out.append(exact_table(name, table))
     counts = sorted(int(m.group(1)) for k in tensors if (m := re.fullmatch(r"ddim(\d+)_timesteps", k)))
     for n in counts:
         visited = ddim_timesteps(n, config.num_timesteps)

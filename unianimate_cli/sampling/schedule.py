@@ -13,7 +13,7 @@ Every table is float64, as in the reference; a sampler step indexes a table at a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Literal
 
@@ -110,6 +110,10 @@ class NoiseSchedule:
     @property
     def num_timesteps(self) -> int:
         return int(self.betas.shape[0])
+
+    def tables(self) -> dict[str, torch.Tensor]:
+        """Every table by its field name (the names the reference's ``DiffusionDDIM`` uses)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def coef(self, table: torch.Tensor, t: int, like: torch.Tensor) -> torch.Tensor:
         """``table[t]`` taken in float64, then cast to ``like``'s dtype and device (0-dim).
