@@ -576,13 +576,20 @@ def make_example(seed: int, num_frames: int, height_px: int, width_px: int, fps:
     """
     style, keypoints_photo, keypoints_frames = make_example_poses(seed, num_frames, height_px, width_px, fps)
     background = make_background(seed, height_px, width_px)
+    return _render_example(style, keypoints_photo, keypoints_frames, background, fps)
+
+
+def _render_example(
+    style: FigureStyle, keypoints_photo: PoseFrame, clip: PoseSequence, background: np.ndarray, fps: float
+) -> Example:
+    """Render the photo and every clip frame over ``background``; keypoints gain the figure boxes."""
     photo, keypoints_photo = _render_boxed(style, keypoints_photo, background)
-    frames, keypoints_frames = _render_clip(style, keypoints_frames, background)
+    frames, clip = _render_clip(style, clip, background)
     return Example(
         photo=photo,
         frames=frames,
         keypoints_photo=keypoints_photo,
-        keypoints_frames=keypoints_frames,
+        keypoints_frames=clip,
         fps=float(fps),
         style=style,
     )
@@ -625,18 +632,8 @@ def make_transfer_example(
     style, keypoints_photo, _ = make_example_poses(photo_seed, num_frames, height_px, width_px, fps)
     aligned = align_poses(keypoints_photo, driving.keypoints_frames.frames, mode="robust").frames
     background = make_background(photo_seed, height_px, width_px)
-    photo, keypoints_photo = _render_boxed(style, keypoints_photo, background)
     clip = PoseSequence(frames=aligned, fps=float(fps), source="synthetic", meta={"aligned": True})
-    frames, clip = _render_clip(style, clip, background)
-    target = Example(
-        photo=photo,
-        frames=frames,
-        keypoints_photo=keypoints_photo,
-        keypoints_frames=clip,
-        fps=float(fps),
-        style=style,
-    )
-    return TransferExample(target=target, driving=driving)
+    return TransferExample(target=_render_example(style, keypoints_photo, clip, background, fps), driving=driving)
 
 
 def write_example(folder: Path | str, example: Example) -> dict[str, Path]:
