@@ -338,3 +338,64 @@ def test_extend_appends_frames_in_place_with_audio(family: Any, inputs: dict[str
     # Without latents the earlier frames come from the video; nothing left to add is an error.
     with pytest.raises(InputError, match="nothing to extend"):
         extend(family, inputs["photo"], inputs["frames"], video, video, tmp_path / "extend-partial", SEGMENTS)
+
+
+def test_extend_from_video_in_compare_layout(family: Any, inputs: dict[str, Path], tmp_path: Path) -> None:
+    params = dataclass_replace(SEGMENTS, layout="compare", keep_audio=False)
+    first_video = tmp_path / "first.mp4"
+    animate(family, inputs["photo"], inputs["frames"], first_video, tmp_path / "p1", dataclass_replace(params, max_frames=3))
+    assert (probe_video(first_video).width_px, probe_video(first_video).num_frames) == (3 * SIZE, 3)
+    old = [f.image for f in iter_frames(first_video)]
+    longer = tmp_path / "longer.mp4"
+    result = extend(family, inputs["photo"], inputs["frames"], first_video, longer, tmp_path / "p2", params,
+                    frames_dir=tmp_path / "png")
+    info = probe_video(longer)
+    assert (info.width_px, info.height_px, info.num_frames) == (3 * SIZE, SIZE, 5)
+    assert result.added_frames == 2 and result.latents.shape[2] == 2  # only the new latents are known
+    assert len(list((tmp_path / "png").iterdir())) == 5
+    new = [f.image for f in iter_frames(longer)]
+    for a, b in zip(old, new[:3]):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 4  # one more H.264 generation
+    # The photo column is the photo, the pose column follows the pose frames.
+    pose4 = np.asarray(Image.open(inputs["frames"] / "0004.png"))
+    assert np.abs(new[4][:, SIZE : 2 * SIZE].astype(int) - pose4.astype(int)).mean() < 4
+    with pytest.raises(InputError, match="not the"):
+        extend(family, inputs["photo"], inputs["frames"], first_video, longer, tmp_path / "p2", SEGMENTS)
+
+
+def test_progress_bars_open_one_bar_per_label_and_close_it() -> None:
+    events: list[tuple[str, Any]] = []
+
+    class Task:
+        def __init__(self, label: str) -> None:
+            self.label = label
+
+        def update(self, done: int, total: int | None = None) -> None:
+            events.append((self.label, (done, total)))
+
+        def close(self) -> None:
+            events.append((self.label, "closed"))
+
+    bars = animation.ProgressBars(lambda label, total: Task(label))
+    bars("steps", 0, 2)
+    bars("steps", 1, 2)
+    bars("decoding", 1, 3)
+    bars("steps", 2, 2)
+    assert events == [("steps", (0, 2)), ("steps", (1, 2)), ("decoding", (1, 3)), ("steps", (2, 2)), ("steps", "closed")]
+    bars.close()
+    assert events[-1] == ("decoding", "closed") and bars.tasks == {}
+
+
+def test_timing_from_poses_reads_fps_and_audio_span(tmp_path: Path) -> None:
+    from unianimate_cli.pose.keypoints import PoseFrame, PoseSequence, save_poses
+
+    def frame() -> PoseFrame:
+        z = np.zeros
+        return PoseFrame(z((20, 2)), z(20), z((6, 2)), z(6), z((2, 21, 2)), z((2, 21)), z((68, 2)), z(68), SIZE, SIZE)
+
+    path = tmp_path / "poses.jsonl"
+    save_poses(path, PoseSequence(frames=(frame(), frame(), frame()), fps=12.5, source_frames=(4, 7, 10)))
+    fps, audio = animation.timing_from_poses(path, tmp_path / "dance.mp4")
+    assert fps == Fraction(25, 2)
+    assert audio == AudioSource(tmp_path / "dance.mp4", start_frame=4, frame_interval=3)
+    assert animation.timing_from_poses(path, None) == (Fraction(25, 2), None)

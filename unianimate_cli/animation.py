@@ -209,6 +209,49 @@ class AnimateResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class ProgressBars:
+    """Adapt :data:`Progress` reports to a stage's bar factory ``factory(label, total) -> task``.
+
+    One bar per label, opened at its first report and closed when it completes (or by
+    :meth:`close`); ``task.update(done, total)`` as ``stage.ProgressTask`` offers it.
+    """
+
+    def __init__(self, factory: Callable[[str, int | None], Any]) -> None:
+        self.factory = factory
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        task = self.tasks.get(label)
+        if task is None:
+            task = self.tasks[label] = self.factory(label, total)
+        task.update(done, total)
+        if done >= total:
+            self.tasks.pop(label).close()
+
+    def close(self) -> None:
+        for task in self.tasks.values():
+            task.close()
+        self.tasks.clear()
+
+
+def timing_from_poses(aligned_poses: Path, driving_video: Path | None) -> tuple[Fraction, AudioSource | None]:
+    """(fps, audio span) of a render from the aligned pose file the align stage wrote.
+
+    The pose file records its frame rate (8 if absent, the reference's) and the source frame
+    of every pose: the first one and the step between the first two give the audio span.
+    """
+    from unianimate_cli.pose.keypoints import load_poses
+
+    seq = load_poses(Path(aligned_poses))
+    fps = Fraction(seq.fps).limit_denominator(100000) if seq.fps else Fraction(8)
+    if driving_video is None:
+        return fps, None
+    source = tuple(seq.source_frames or ())
+    start = int(source[0]) if source else 0
+    interval = max(1, int(source[1] - source[0])) if len(source) > 1 else 1
+    return fps, AudioSource(Path(driving_video), start, interval)
+
+
 # --------------------------------------------------------------------------- inputs
 
 
