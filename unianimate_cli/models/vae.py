@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -180,6 +180,18 @@ class _Level(nn.Module):
         self.downsample: nn.Module | None = None
         self.upsample: nn.Module | None = None
 
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Each ResnetBlock (then its attention block, if the level has them), then the resampler."""
+        for i, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn) > 0:
+                h = self.attn[i](h)
+        if self.downsample is not None:
+            h = self.downsample(h)
+        if self.upsample is not None:
+            h = self.upsample(h)
+        return h
+
 
 class _Mid(nn.Module):
     def __init__(self, channels: int, dropout: float) -> None:
@@ -222,13 +234,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
-        for stage in cast(list[_Level], list(self.down)):
-            for i, block in enumerate(stage.block):
-                h = block(h)
-                if len(stage.attn) > 0:
-                    h = stage.attn[i](h)
-            if stage.downsample is not None:
-                h = stage.downsample(h)
+        for stage in self.down:
+            h = stage(h)
         h = self.mid(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -263,13 +270,8 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
-        for stage in cast(list[_Level], list(reversed(self.up))):
-            for i, block in enumerate(stage.block):
-                h = block(h)
-                if len(stage.attn) > 0:
-                    h = stage.attn[i](h)
-            if stage.upsample is not None:
-                h = stage.upsample(h)
+        for stage in reversed(self.up):
+            h = stage(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
