@@ -59,3 +59,16 @@ def test_context_is_projected_once_per_video_with_per_frame_math() -> None:
         folded = attn(x, context, frames_per_context=frames)
         per_frame = attn(x, context.repeat_interleave(frames, dim=0), frames_per_context=1)
     torch.testing.assert_close(folded, per_frame, rtol=1e-5, atol=1e-6)
+
+
+def test_feed_forward_row_chunks_match_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unianimate_cli.models.layers import FeedForward
+
+    torch.manual_seed(0)
+    ff = FeedForward(8).eval()
+    x = torch.randn(7, 5, 8)
+    with torch.no_grad():
+        whole = ff(x)
+        monkeypatch.setattr(FeedForward, "max_hidden_elements", 2 * 5 * 64)  # two rows per chunk
+        chunked = ff(x)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)

@@ -128,6 +128,11 @@ class FeedForward(nn.Module):
     Hidden width ``4 * dim``; output width ``dim_out`` (default ``dim``). GELU is the erf form.
     """
 
+    #: Largest hidden activation (elements) made at once; larger inputs run in row chunks.
+    #: At 32 frames 768x512 a level-0 GEGLU hidden is 1.0 G values per video (2 GiB in fp16);
+    #: chunks of 128 M values bound that at 256 MiB with the same per-row math.
+    max_hidden_elements: int = 1 << 27
+
     def __init__(self, dim: int, dim_out: int | None = None, gated: bool = True, mult: int = 4) -> None:
         super().__init__()
         inner_dim = dim * mult
@@ -135,9 +140,15 @@ class FeedForward(nn.Module):
             GEGLU(dim, inner_dim) if gated else nn.Sequential(nn.Linear(dim, inner_dim), nn.GELU())
         )
         self.net = nn.Sequential(project_in, _unused_slot(), nn.Linear(inner_dim, dim_out or dim))
+        self._hidden_width = inner_dim * (2 if gated else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """x [n, ..., c] -> [n, ..., c_out]; rows (axis 0) are independent, so chunking them is exact."""
+        per_row = (x[0].numel() // x.shape[-1]) * self._hidden_width if x.shape[0] else 0
+        rows = max(1, self.max_hidden_elements // max(per_row, 1))
+        if rows >= x.shape[0]:
+            return self.net(x)
+        return torch.cat([self.net(part) for part in x.split(rows)], dim=0)
 
 
 class BasicTransformerBlock(nn.Module):
