@@ -1,0 +1,70 @@
+"""runtime: device/dtype choice, TF32 policy, memory helpers, regional compile set-up (CPU only)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from unianimate_cli.errors import InputError
+from unianimate_cli.runtime import (
+    choose_device,
+    choose_dtype,
+    compile_blocks,
+    conv2d_channels_last_,
+    memory_info,
+    offload,
+    out_of_memory_error,
+    peak_memory,
+    tf32,
+)
+
+
+def test_device_and_dtype_defaults_and_refusals() -> None:
+    assert choose_device("cpu").type == "cpu"
+    assert choose_dtype(torch.device("cpu")) == torch.float32
+    assert choose_dtype(torch.device("cuda")) == torch.float16
+    assert choose_dtype(torch.device("cuda"), "bf16") == torch.bfloat16
+    with pytest.raises(InputError, match="very slow"):
+        choose_dtype(torch.device("cpu"), "float16")
+    with pytest.raises(InputError, match="unknown dtype"):
+        choose_dtype(torch.device("cuda"), "float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            choose_device("cuda")
+
+
+def test_tf32_context_restores_the_previous_setting() -> None:
+    saved = torch.backends.cudnn.allow_tf32
+    with tf32(not saved):
+        assert torch.backends.cudnn.allow_tf32 is (not saved)
+        assert torch.backends.cuda.matmul.allow_tf32 is (not saved)
+    assert torch.backends.cudnn.allow_tf32 is saved
+
+
+def test_memory_helpers_are_inert_on_the_cpu() -> None:
+    cpu = torch.device("cpu")
+    assert memory_info(cpu) is None
+    assert peak_memory(cpu).allocated_bytes == 0
+    layer = offload(nn.Linear(2, 2), "cpu")
+    assert next(layer.parameters()).device.type == "cpu"
+    error = out_of_memory_error("sampling", RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert "sampling" in str(error) and error.hint is not None and "offload" in error.hint
+
+
+def test_compile_blocks_marks_each_unet_block_and_channels_last_only_touches_conv2d() -> None:
+    from unianimate_cli.models.layers import ResBlock, SpatialTransformer, TemporalTransformer
+    from unianimate_cli.models.unet import UNetConfig, UniAnimateUNet
+
+    config = UNetConfig(dim=32, dim_mult=(1, 2), num_heads=2, head_dim=16, num_res_blocks=1, attn_scales=(1.0,),
+                        resolution=(32, 48))
+    with torch.device("meta"):
+        unet = UniAnimateUNet(config)
+    expected = sum(isinstance(m, (ResBlock, SpatialTransformer, TemporalTransformer)) for m in unet.modules())
+    assert compile_blocks(unet) == expected > 0
+
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Conv3d(8, 8, (3, 1, 1)))
+    conv2d_channels_last_(model)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model[0].weight.stride() != torch.empty(8, 4, 3, 3).stride()
+    assert model[1].weight.is_contiguous()
