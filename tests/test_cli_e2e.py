@@ -55,9 +55,9 @@ def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp
     photo, video, weights = setup
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
-    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "96")
+    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "64")
     args = ["animate", str(photo), str(video), "--weights-dir", str(weights), "--device", "cpu",
-            "--steps", "5", "--window-size", "4", "--window-overlap", "2", "--json"]
+            "--width", "64", "--height", "64", "--steps", "5", "--window-size", "4", "--window-overlap", "2", "--json"]
     result = CliRunner().invoke(build_app(), args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -67,7 +67,7 @@ def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
-        assert (stream.width, stream.height) == (64, 96)
+        assert (stream.width, stream.height) == (64, 64)
         assert float(stream.average_rate) == pytest.approx(FPS)
     assert frames == NUM_FRAMES
     assert data["info"]["num_frames"] == NUM_FRAMES
@@ -75,7 +75,7 @@ def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp
     project = tmp_path / "image1-dance.unianimate"
     first_hash = sha256_file(project / "animate" / "latents.safetensors")
     again = CliRunner().invoke(build_app(), ["animate", str(project), "--weights-dir", str(weights), "--device", "cpu",
-                                             "--steps", "5", "--window-size", "4", "--window-overlap", "2", "--json"])
+                                             "--width", "64", "--height", "64", "--steps", "5", "--window-size", "4", "--window-overlap", "2", "--json"])
     assert again.exit_code == 0, again.output
     assert [s["ran"] for s in json.loads(again.stdout)["stages"]] == [False, False, False]
 
@@ -93,12 +93,12 @@ def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp
 
 def test_interrupted_render_resumes_to_identical_output(setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C after DDIM step 2; the rerun skips the finished steps and gives the same files."""
+    from unianimate_cli import animation
     from unianimate_cli.models.unet import UniAnimateUNet
-    from unianimate_cli.stages import _render
 
     photo, video, weights = setup
     monkeypatch.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
-    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "96")
+    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "64")
     calls: list[int] = []
     real_forward = UniAnimateUNet.forward
 
@@ -110,27 +110,27 @@ def test_interrupted_render_resumes_to_identical_output(setup: tuple[Path, Path,
 
     def animate(project: Path) -> object:
         return CliRunner().invoke(build_app(), ["animate", str(photo), str(video), "--project", str(project), "--weights-dir", str(weights),
-                                                "--device", "cpu", "--steps", "5", "--window-size", "4", "--window-overlap", "2"])
+                                                "--device", "cpu", "--width", "64", "--height", "64", "--steps", "5", "--window-size", "4", "--window-overlap", "2"])
 
     clean = animate(tmp_path / "clean")
     assert clean.exit_code == 0, clean.output
     full_calls = len(calls)
 
-    real_save = _render._save
+    real_save = animation._save_tensors
 
     def save_then_stop(path: Path, tensors: dict) -> None:
         real_save(path, tensors)
-        if path.name == _render.STATE_FILE and int(tensors["completed_steps"]) == 2:
+        if path.name == animation.STATE_FILE and int(tensors["completed_steps"]) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_render, "_save", save_then_stop)
+    monkeypatch.setattr(animation, "_save_tensors", save_then_stop)
     interrupted = animate(tmp_path / "resumed")
     assert interrupted.exit_code == 130
     assert "interrupted; run the same command again to resume" in interrupted.stderr
-    assert (tmp_path / "resumed" / "animate" / "partial" / _render.STATE_FILE).exists()
+    assert (tmp_path / "resumed" / "animate" / "partial" / animation.STATE_FILE).exists()
     assert not (tmp_path / "resumed" / "render" / "out.mp4").exists()
 
-    monkeypatch.setattr(_render, "_save", real_save)
+    monkeypatch.setattr(animation, "_save_tensors", real_save)
     calls.clear()
     resumed = animate(tmp_path / "resumed")
     assert resumed.exit_code == 0, resumed.output
@@ -146,11 +146,11 @@ def test_segments_then_extend(setup: tuple[Path, Path, Path], tmp_path: Path, mo
 
     photo, video, weights = setup
     monkeypatch.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
-    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "96")
+    monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "64")
     project = tmp_path / "p"
     common = ["--weights-dir", str(weights), "--device", "cpu", "--json"]
     r = CliRunner().invoke(build_app(), ["animate", str(photo), str(video), "--project", str(project), "--mode", "segments",
-                                         "--window-size", "3", "--max-frames", "4", "--steps", "5", *common])
+                                         "--segment-frames", "3", "--max-frames", "4", "--width", "64", "--height", "64", "--steps", "5", *common])
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)["info"]
     assert (info["num_frames"], info["segments"]) == (4, 2)
