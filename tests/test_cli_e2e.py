@@ -49,21 +49,37 @@ def setup(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> tuple
     return photo, video, weights
 
 
-def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+ANIMATE_ARGS = ("--device", "cpu", "--width", "64", "--height", "64", "--steps", "5", "--window-size", "4", "--window-overlap", "2")
+
+
+@pytest.fixture(scope="module")
+def clean(setup: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One uninterrupted animate run (project dir, its --json record), shared by the tests."""
+    photo, video, weights = setup
+    root = tmp_path_factory.mktemp("clean")
+    with pytest.MonkeyPatch.context() as mp:
+        # Module scope runs before conftest's per-test isolation: isolate here too.
+        mp.setenv("UNIANIMATE_STAGES", "builtin")
+        mp.setenv("UNIANIMATE_CONFIG_DIR", str(root / "config"))
+        mp.setenv("UNIANIMATE_DATA_DIR", str(root / "data"))
+        mp.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
+        mp.setenv("UNIANIMATE_ALIGN_HEIGHT", "64")
+        mp.chdir(root)
+        result = CliRunner().invoke(build_app(), ["animate", str(photo), str(video), "--weights-dir", str(weights), *ANIMATE_ARGS, "--json"])
+    assert result.exit_code == 0, result.output
+    return root / "image1-dance.unianimate", json.loads(result.stdout)
+
+
+def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], clean: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
     import av
 
     photo, video, weights = setup
-    monkeypatch.chdir(tmp_path)
+    project, data = clean
     monkeypatch.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
     monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "64")
-    args = ["animate", str(photo), str(video), "--weights-dir", str(weights), "--device", "cpu",
-            "--width", "64", "--height", "64", "--steps", "5", "--window-size", "4", "--window-overlap", "2", "--json"]
-    result = CliRunner().invoke(build_app(), args)
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
     assert [(s["name"], s["ran"]) for s in data["stages"]] == [("extract-pose", True), ("align", True), ("animate", True)]
     out = Path(data["outputs"]["render.video"])
-    assert out == tmp_path / "image1-dance.unianimate" / "render" / "out.mp4"
+    assert out == project / "render" / "out.mp4"
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
@@ -72,10 +88,8 @@ def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp
     assert frames == NUM_FRAMES
     assert data["info"]["num_frames"] == NUM_FRAMES
 
-    project = tmp_path / "image1-dance.unianimate"
     first_hash = sha256_file(project / "animate" / "latents.safetensors")
-    again = CliRunner().invoke(build_app(), ["animate", str(project), "--weights-dir", str(weights), "--device", "cpu",
-                                             "--width", "64", "--height", "64", "--steps", "5", "--window-size", "4", "--window-overlap", "2", "--json"])
+    again = CliRunner().invoke(build_app(), ["animate", str(project), "--weights-dir", str(weights), *ANIMATE_ARGS, "--json"])
     assert again.exit_code == 0, again.output
     assert [s["ran"] for s in json.loads(again.stdout)["stages"]] == [False, False, False]
 
@@ -91,12 +105,15 @@ def test_animate_runs_every_stage_then_skips(setup: tuple[Path, Path, Path], tmp
     )
 
 
-def test_interrupted_render_resumes_to_identical_output(setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C after DDIM step 2; the rerun skips the finished steps and gives the same files."""
+def test_interrupted_render_resumes_to_identical_output(
+    setup: tuple[Path, Path, Path], clean: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after DDIM step 2 of 5; the rerun runs only steps 3-5 and gives the same files."""
     from unianimate_cli import animation
     from unianimate_cli.models.unet import UniAnimateUNet
 
     photo, video, weights = setup
+    clean_project, _ = clean
     monkeypatch.setenv("UNIANIMATE_ALIGN_WIDTH", "64")
     monkeypatch.setenv("UNIANIMATE_ALIGN_HEIGHT", "64")
     calls: list[int] = []
@@ -109,12 +126,7 @@ def test_interrupted_render_resumes_to_identical_output(setup: tuple[Path, Path,
     monkeypatch.setattr(UniAnimateUNet, "forward", counted)
 
     def animate(project: Path) -> object:
-        return CliRunner().invoke(build_app(), ["animate", str(photo), str(video), "--project", str(project), "--weights-dir", str(weights),
-                                                "--device", "cpu", "--width", "64", "--height", "64", "--steps", "5", "--window-size", "4", "--window-overlap", "2"])
-
-    clean = animate(tmp_path / "clean")
-    assert clean.exit_code == 0, clean.output
-    full_calls = len(calls)
+        return CliRunner().invoke(build_app(), ["animate", str(photo), str(video), "--project", str(project), "--weights-dir", str(weights), *ANIMATE_ARGS])
 
     real_save = animation._save_tensors
 
@@ -129,15 +141,16 @@ def test_interrupted_render_resumes_to_identical_output(setup: tuple[Path, Path,
     assert "interrupted; run the same command again to resume" in interrupted.stderr
     assert (tmp_path / "resumed" / "animate" / "partial" / animation.STATE_FILE).exists()
     assert not (tmp_path / "resumed" / "render" / "out.mp4").exists()
+    per_step = len(calls) // 2
+    assert per_step > 0 and len(calls) == 2 * per_step
 
     monkeypatch.setattr(animation, "_save_tensors", real_save)
     calls.clear()
     resumed = animate(tmp_path / "resumed")
     assert resumed.exit_code == 0, resumed.output
-    steps = 5
-    assert len(calls) == full_calls * (steps - 2) // steps  # steps 1-2 were not recomputed
+    assert len(calls) == 3 * per_step  # steps 1-2 were not recomputed
     for rel in ("animate/latents.safetensors", "render/out.mp4", "align/poses.jsonl", "pose/driving.jsonl"):
-        assert sha256_file(tmp_path / "resumed" / rel) == sha256_file(tmp_path / "clean" / rel), rel
+        assert sha256_file(tmp_path / "resumed" / rel) == sha256_file(clean_project / rel), rel
 
 
 def test_segments_then_extend(setup: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
