@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -36,6 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from unianimate_cli.errors import InputError
+from unianimate_cli.project import atomic_write_text
 
 VISIBILITY_THRESHOLD = 0.3
 NUM_BODY = 20
@@ -355,17 +354,7 @@ def save_poses(path: Path, poses: PoseSequence | Iterable[PoseFrame]) -> None:
             raise ValueError(f"pose frame {i} holds NaN or infinity; refusing to write {path}")
         sf = None if seq.source_frames is None else seq.source_frames[i]
         lines.append(json.dumps(_frame_to_json(i, frame, sf), allow_nan=False))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _bad(path: Path, why: str) -> InputError:

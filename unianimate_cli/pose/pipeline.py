@@ -38,9 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -52,6 +50,7 @@ import numpy as np
 
 from unianimate_cli.errors import InputError
 from unianimate_cli.pose.keypoints import PoseFrame, PoseSequence, load_poses, save_poses
+from unianimate_cli.project import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from unianimate_cli.media.video import DecodedFrame, VideoInfo
@@ -468,7 +467,7 @@ def _prepare_partial(partial_dir: Path, state: dict[str, Any], warnings: list[st
             for p in stale:
                 p.unlink(missing_ok=True)
         partial_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(state_path, json.dumps(state, sort_keys=True))
+        atomic_write_text(state_path, json.dumps(state, sort_keys=True))
 
 
 def _chunk_path(partial_dir: Path, index: int) -> Path:
@@ -514,23 +513,6 @@ def _save_chunk(
 def _clear_partial(partial_dir: Path) -> None:
     for p in _partial_files(partial_dir):
         p.unlink(missing_ok=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    _write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ======================================================================================= align
@@ -686,7 +668,7 @@ def _write_rgb(path: Path, rgb: np.ndarray, jpeg_quality: int | None) -> None:
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     if not ok:
         raise OSError(f"OpenCV could not encode {path.name}")
-    _write_bytes_atomic(path, data.tobytes())
+    atomic_write_bytes(path, data.tobytes())
 
 
 _FRAME_FILE_RE = re.compile(r"^(\d{4,}|ref_pose)\.(png|jpg)$")
