@@ -168,9 +168,18 @@ def test_missing_ref_pose_is_a_project_error(tmp_path: Path) -> None:
 def test_bad_inputs_fail_before_models_load(family: Any, inputs: dict[str, Path], tmp_path: Path, unet_calls: list[int]) -> None:
     with pytest.raises(InputError, match="does not exist"):
         animate(family, tmp_path / "nope.jpg", inputs["frames"], tmp_path / "o.mp4", tmp_path / "p", WINDOWS)
-    with pytest.raises(InputError, match="multiple of 64"):
-        animate(family, inputs["photo"], inputs["frames"], tmp_path / "o.mp4", tmp_path / "p", AnimateParams(width_px=96))
+    # The tiny UNet downsamples once: sizes are multiples of 16 for it (64 for the official one).
+    with pytest.raises(InputError, match="multiple of 16"):
+        animate(family, inputs["photo"], inputs["frames"], tmp_path / "o.mp4", tmp_path / "p", AnimateParams(width_px=72))
     assert unet_calls == []
+    assert not (tmp_path / "p").exists()
+
+
+def test_size_multiple_follows_the_family(family: Any) -> None:
+    from unianimate_cli import weights
+
+    assert animation.size_multiple(weights.official_model_set()) == 64
+    assert animation.size_multiple(family) == 8 * 2 ** (len(family.unet_config().dim_mult) - 1)
 
 
 # --------------------------------------------------------------------------- windows mode

@@ -114,13 +114,19 @@ class AnimateParams:
     dtype: str = "auto"
     decode_chunk_frames: int = 2
 
-    def validate(self) -> None:
-        """Cheap checks before any model loads; InputError naming the value and a fix."""
+    def validate(self, size_multiple: int = 64) -> None:
+        """Cheap checks before any model loads; InputError naming the value and a fix.
+
+        ``size_multiple``: what width and height must be multiples of, 64 for the official UNet
+        (the VAE divides by 8, the UNet halves the latent three times); :func:`animate` passes
+        the loaded family's own (:func:`size_multiple`).
+        """
         for name, value in (("width", self.width_px), ("height", self.height_px)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 64 or value % 64:
+            if isinstance(value, bool) or not isinstance(value, int) or value < size_multiple or value % size_multiple:
                 raise InputError(
-                    f"{name} {value} px is not a positive multiple of 64",
-                    "use e.g. 512x768 (the reference) or 768x1216; the UNet halves the latent three times",
+                    f"{name} {value} px is not a positive multiple of {size_multiple}",
+                    "use e.g. 512x768 (the reference) or 768x1216; the VAE divides by 8 and the UNet halves the latent"
+                    f" {size_multiple.bit_length() - 4} more time(s)",
                 )
         for name, ivalue, low in (
             ("steps", self.num_steps, 1),
@@ -271,6 +277,12 @@ def condition_frame_files(frames_dir: Path) -> tuple[Path, list[Path]]:
     if not numbered:
         raise ProjectError(f"{frames_dir} holds no pose frames (0000.png ...)", "run `unianimate align --force` on the project")
     return sorted(refs)[0], sorted(numbered, key=lambda p: (int(p.stem), p.name))
+
+
+def size_multiple(model_set: ModelSet) -> int:
+    """Pixel sizes a family can render are multiples of this: 8 (VAE) x 2 per UNet downsampling (64 official)."""
+    config = model_set.unet_config()
+    return int(8 * 2 ** (len(config.dim_mult) - 1))
 
 
 def _sha256(path: Path) -> str:
@@ -464,7 +476,8 @@ class _Models:
 
         def encode(pixels: torch.Tensor) -> torch.Tensor:
             vae = self.vae()
-            shape = (pixels.shape[0], 4, pixels.shape[2] // 8, pixels.shape[3] // 8)
+            factor = vae.config.downsample_factor
+            shape = (pixels.shape[0], vae.config.embed_dim, pixels.shape[2] // factor, pixels.shape[3] // factor)
             noise = torch.randn(shape, generator=generator, dtype=torch.float32)
             with torch.no_grad():
                 latent = encode_to_latent(vae, pixels.to(device=self.device, dtype=self.dtype), noise=noise)
@@ -540,7 +553,7 @@ def _load_job(
     from unianimate_cli import runtime
     from unianimate_cli.media.image import fit_image, load_image
 
-    params.validate()
+    params.validate(size_multiple(model_set))
     _check_photo(photo)
     ref_pose_file, pose_files = condition_frame_files(condition_frames_dir)
     if params.max_frames is not None:
