@@ -42,7 +42,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from unianimate_cli.errors import InputError, ProjectError
+from unianimate_cli.errors import InputError, ProjectError, WeightsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -206,7 +206,7 @@ class AnimateResult:
     width_px: int
     height_px: int
     has_audio: bool
-    latents: torch.Tensor  # [1,4,f,h,w] float32 CPU, every frame of the video
+    latents: torch.Tensor  # [1,4,f,h,w] float32 CPU: every frame (extend from a video alone: the new ones)
     steps_run: int  # DDIM steps sampled by this call (fewer after a resume)
     resumed: bool  # partial work of an earlier run was used
     num_segments: int = 1
@@ -299,7 +299,7 @@ def _fingerprint(
     for component in ("unet", "vae", "clip"):
         try:
             path = model_set.path(component)
-        except Exception:  # resolved again (with its real error) when loaded
+        except WeightsError:  # raised again, with its hint, when the model loads
             continue
         stat = path.stat()
         models[component] = {"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
