@@ -28,6 +28,7 @@ from typing import Any
 
 from unianimate_cli.errors import ParityError
 from unianimate_cli.parity import Checker, Comparison, compare_tensors
+from unianimate_cli.parity.unet import load_fixture_unet
 
 SCHEDULE_FILE = "schedule.safetensors"
 META = "meta.json"
@@ -83,37 +84,6 @@ def _compare_steps(name: str, ours: Sequence[Any], ref: Any) -> Comparison:
     bad = [i for i, r in enumerate(results) if not r.ok]
     detail = f"failing steps {bad[:5]}" if bad else f"{len(results)} steps, worst rel_l2 at step {worst}"
     return Comparison(name, max_abs, rel_l2, not bad, detail)
-
-
-def load_fixture_unet(model_dir: Path) -> Any:
-    """Build the UNet a fixture folder names (``config.json``), load its weights and zero_y."""
-    import torch
-
-    from unianimate_cli.models.unet import UNetConfig, UniAnimateUNet
-
-    config = _read_json(model_dir / "config.json")
-    try:
-        unet_config = UNetConfig.from_reference_kwargs(
-            config["constructor_kwargs"],
-            config["config_object"]["resolution"],
-            config["config_object"]["video_compositions"],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ParityError(f"{model_dir / 'config.json'}: cannot read the UNet configuration ({exc})") from exc
-    with torch.device("meta"):
-        model = UniAnimateUNet(unet_config)
-    result = model.load_state_dict(_load(model_dir / "state_dict.safetensors"), strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
-        raise ParityError(
-            f"{model_dir / 'state_dict.safetensors'} does not fit the configured UNet "
-            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-        )
-    model = model.to(dtype=torch.float32).eval()
-    inputs = _load(model_dir / "inputs.safetensors")
-    if "zero_y" not in inputs:
-        raise ParityError(f"{model_dir / 'inputs.safetensors'} has no zero_y")
-    model.set_zero_y(inputs["zero_y"])
-    return model
 
 
 def _model_dir(folder: Path, meta: dict[str, Any]) -> Path:

@@ -62,11 +62,12 @@ def run(folder: Path) -> list[Comparison]:
     return run_unet_fixture(folder)
 
 
-def run_unet_fixture(folder: Path, device: str = "cpu", dtype: Any = None) -> list[Comparison]:
-    """Build the fixture's model, make every listed call, compare outputs (and debug tensors).
+def load_fixture_unet(folder: Path, device: str = "cpu", dtype: Any = None) -> Any:
+    """Build the UNet a fixture folder's ``config.json`` describes, load its weights and zero_y.
 
-    ``dtype`` is a torch dtype (default float32) for the weights and the computation; outputs
-    are compared in float64 against the float32 reference outputs.
+    Built on ``meta`` then loaded with ``assign=True``; returned in eval mode on ``device`` in
+    ``dtype`` (a torch dtype, default float32). Raises ``ParityError`` for an incomplete folder
+    or weights that do not fit the configuration.
     """
     import torch
     from safetensors.torch import load_file
@@ -74,6 +75,9 @@ def run_unet_fixture(folder: Path, device: str = "cpu", dtype: Any = None) -> li
     from unianimate_cli.models.unet import UNetConfig, UniAnimateUNet
 
     dtype = torch.float32 if dtype is None else dtype
+    missing = [name for name in FIXTURE_FILES[:3] if not (folder / name).is_file()]
+    if missing:
+        raise ParityError(f"{folder} lacks {', '.join(missing)}", "the fixture folder is incomplete")
     config = _read_config(folder)
     try:
         unet_config = UNetConfig.from_reference_kwargs(
@@ -83,25 +87,38 @@ def run_unet_fixture(folder: Path, device: str = "cpu", dtype: Any = None) -> li
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ParityError(f"{folder / 'config.json'}: cannot read the UNet configuration ({exc})") from exc
-
-    state_dict = load_file(str(folder / "state_dict.safetensors"))
-    inputs = load_file(str(folder / "inputs.safetensors"))
-    outputs = load_file(str(folder / "outputs.safetensors"))
-    debug = load_file(str(folder / DEBUG_FILE)) if (folder / DEBUG_FILE).is_file() else {}
-
     with torch.device("meta"):
         model = UniAnimateUNet(unet_config)
-    comparisons = [_compare_key_order(model, config)]
-    result = model.load_state_dict(state_dict, strict=False, assign=True)
+    result = model.load_state_dict(load_file(str(folder / "state_dict.safetensors")), strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise ParityError(
             f"{folder / 'state_dict.safetensors'} does not fit the configured UNet: "
             f"missing {_few(result.missing_keys)}, unexpected {_few(result.unexpected_keys)}"
         )
     model = model.to(device=device, dtype=dtype).eval()
+    inputs = load_file(str(folder / "inputs.safetensors"))
     if "zero_y" not in inputs:
         raise ParityError(f"{folder / 'inputs.safetensors'} has no zero_y")
     model.set_zero_y(inputs["zero_y"].to(device))
+    return model
+
+
+def run_unet_fixture(folder: Path, device: str = "cpu", dtype: Any = None) -> list[Comparison]:
+    """Build the fixture's model, make every listed call, compare outputs (and debug tensors).
+
+    ``dtype`` is a torch dtype (default float32) for the weights and the computation; outputs
+    are compared in float64 against the float32 reference outputs.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    config = _read_config(folder)
+    model = load_fixture_unet(folder, device, dtype)
+    # Keys and shapes are those of the built module: loading with assign=True keeps both.
+    comparisons = [_compare_key_order(model, config)]
+    inputs = load_file(str(folder / "inputs.safetensors"))
+    outputs = load_file(str(folder / "outputs.safetensors"))
+    debug = load_file(str(folder / DEBUG_FILE)) if (folder / DEBUG_FILE).is_file() else {}
 
     patterns = config.get("call_patterns", {})
     for out_name, spec in config.get("outputs", {}).items():
