@@ -10,6 +10,7 @@ counts, seeds) from the folder it is given, never from the shared instances' num
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +42,11 @@ class Comparison:
     # Reported but not part of the fixture's acceptance (e.g. model outputs along a
     # free-running trajectory, where the READMEs prescribe teacher-forced comparisons).
     informational: bool = False
+
+    @classmethod
+    def failed(cls, name: str, detail: str) -> Comparison:
+        """A comparison that could not be made (missing output, shape or count mismatch)."""
+        return cls(name, math.inf, math.inf, False, detail)
 
 
 @dataclass(frozen=True)

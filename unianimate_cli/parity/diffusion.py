@@ -76,7 +76,7 @@ def _exact(name: str, ours: Any, ref: Any) -> Comparison:
 def _compare_steps(name: str, ours: Sequence[Any], ref: Any) -> Comparison:
     """Compare step by step (the acceptance applies to every step); report the worst step."""
     if len(ours) != ref.shape[0]:
-        return Comparison(name, math.inf, math.inf, False, f"{len(ours)} steps vs {ref.shape[0]}")
+        return Comparison.failed(name, f"{len(ours)} steps vs {ref.shape[0]}")
     results = [compare_tensors(name, a, b) for a, b in zip(ours, ref)]
     worst = max(range(len(results)), key=lambda i: (not results[i].ok, results[i].rel_l2))
     max_abs = max(r.max_abs for r in results)
@@ -384,7 +384,7 @@ def _teacher_forced_windows(
     stored = int(runs[f"{run}.window_v_cond"].shape[1])
     if stored != len(windows):
         detail = f"the fixture stores outputs of {stored} windows, our windows are {len(windows)}"
-        return [Comparison(f"{run} window count", math.inf, math.inf, False, detail)]
+        return [Comparison.failed(f"{run} window count", detail)]
     replay = _ReplayUNet(x_ref, runs[f"{run}.window_v_cond"], runs[f"{run}.window_v_uncond"], expected)
     denoiser = GuidedDenoiser(replay, conditions, guide_scale=guide_scale, windows=windows, window_batch_size=batch_size)
     avg_c, avg_u, guided = [], [], []
@@ -506,7 +506,7 @@ def run_conditioning(folder: Path) -> list[Comparison]:
         out.append(_compare_saved_frames(tensors))
         known |= {"save.frames_uint8", "save.decoded_video"}
     for name in sorted(set(tensors) - known):
-        out.append(Comparison(name, math.inf, math.inf, False, "this checker does not know this tensor"))
+        out.append(Comparison.failed(name, "this checker does not know this tensor"))
     return out
 
 

@@ -79,7 +79,7 @@ def compare_render(name: str, ours_canvas: np.ndarray, ref_canvas: np.ndarray) -
     ``max_abs`` reports the number of differing pixels that count as errors.
     """
     if ours_canvas.shape != ref_canvas.shape:
-        return Comparison(name, math.inf, math.inf, False, f"shape {ours_canvas.shape} != {ref_canvas.shape}")
+        return Comparison.failed(name, f"shape {ours_canvas.shape} != {ref_canvas.shape}")
     diff = np.any(ours_canvas != ref_canvas, axis=-1)
     total = int(diff.sum())
     if total == 0:
@@ -154,11 +154,8 @@ def run_align_case(folder: Path, prefix: str = "") -> list[Comparison]:
     p = prefix
     if "num_video_frames" in case and int(case["num_video_frames"]) != len(frames):
         out.append(
-            Comparison(
+            Comparison.failed(
                 f"{p}num_frames",
-                math.inf,
-                math.inf,
-                False,
                 f"case.json says {case['num_video_frames']}, arrays hold {len(frames)}",
             )
         )
@@ -388,11 +385,8 @@ def run_onnx(folder: Path) -> list[Comparison]:
         ref_dets = a("nms_dets").reshape(-1, 6)
         if det.nms_dets.shape != ref_dets.shape:
             out.append(
-                Comparison(
+                Comparison.failed(
                     f"{name}/nms_dets",
-                    math.inf,
-                    math.inf,
-                    False,
                     f"{det.nms_dets.shape[0]} rows, expected {ref_dets.shape[0]}",
                 )
             )
@@ -403,11 +397,8 @@ def run_onnx(folder: Path) -> list[Comparison]:
         ref_boxes = a("det_final_boxes").reshape(-1, 4)
         if det.boxes.shape != ref_boxes.shape:
             out.append(
-                Comparison(
+                Comparison.failed(
                     f"{name}/person_boxes",
-                    math.inf,
-                    math.inf,
-                    False,
                     f"{det.boxes.shape[0]} boxes, expected {ref_boxes.shape[0]}",
                 )
             )

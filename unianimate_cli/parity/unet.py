@@ -19,7 +19,6 @@ import argparse
 import ast
 import contextlib
 import json
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,7 +140,7 @@ def run_unet_fixture(folder: Path, device: str = "cpu", dtype: Any = None) -> li
         for name, ref in wanted.items():
             label = f"debug {prefix[:-1]}.{name}"
             if name not in traced:
-                comparisons.append(Comparison(label, math.inf, math.inf, False, "not produced by our model"))
+                comparisons.append(Comparison.failed(label, "not produced by our model"))
                 continue
             rms = float(ref.double().pow(2).mean().sqrt())
             comparisons.append(
@@ -218,7 +217,7 @@ def _compare_key_order(model: Any, config: dict[str, Any]) -> Comparison:
         return Comparison(f"state_dict keys ({len(ref)}, in order)", 0.0, 0.0, True)
     first = next((i for i, (a, b) in enumerate(zip(ours, ref)) if a != b), min(len(ours), len(ref)))
     detail = f"first difference at #{first}: ours {ours[first:first + 1]} vs ref {ref[first:first + 1]}"
-    return Comparison("state_dict keys", math.inf, math.inf, False, detail)
+    return Comparison.failed("state_dict keys", detail)
 
 
 @contextlib.contextmanager
