@@ -10,8 +10,6 @@ bilinear on the 8-bit image, a plain stretch.
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from unianimate_cli.errors import InputError
+from unianimate_cli.project import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -174,13 +173,8 @@ def save_image(path: Path | str, img: np.ndarray) -> Path:
 
     path = Path(path)
     _check_rgb(img)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         Image.fromarray(img).save(tmp, format=Image.registered_extensions().get(path.suffix.lower()))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unianimate_cli.errors import InputError
+from unianimate_cli.project import atomic_path
 
 if TYPE_CHECKING:
     import av.container
@@ -512,10 +511,6 @@ def _pad_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-
-
 def write_video(
     path: Path | str,
     frames: Iterable[np.ndarray],
@@ -558,8 +553,7 @@ def write_video(
     audio_path = Path(audio_source) if audio_source is not None else None
     audio_track = _audio_info_or_none(audio_path) if audio_path is not None else None
 
-    tmp = _temp_path(path)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         muxer = _muxer_for(path)
         # faststart puts the index first so browsers can play the file while it downloads.
         options = {"movflags": "+faststart"} if muxer in ("mp4", "mov") else {}
@@ -582,10 +576,6 @@ def write_video(
             )
         finally:
             container.close()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return WrittenVideo(path=path, fps=rate, **result)
 
 

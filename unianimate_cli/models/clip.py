@@ -20,7 +20,6 @@ non-persistent buffer, the causal ``attn_mask``: no random init of 986 M paramet
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from unianimate_cli.errors import WeightsError
+from unianimate_cli.project import atomic_path
 
 if TYPE_CHECKING:
     from open_clip.model import CLIP
@@ -184,12 +184,9 @@ def save_zero_y(path: Path, zero_y: torch.Tensor, weights_sha256: str) -> None:
     """Write zero_y to a safetensors file (atomically), tagged with the CLIP weights' hash."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     metadata = {"format": ZERO_Y_FORMAT, "version": ZERO_Y_VERSION, "clip_sha256": weights_sha256}
-    save_file({"zero_y": zero_y.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(Path(path)) as tmp:
+        save_file({"zero_y": zero_y.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=metadata)
 
 
 def load_zero_y(path: Path, weights_sha256: str) -> torch.Tensor | None:
