@@ -142,16 +142,22 @@ def _count(sd: dict[str, torch.Tensor], prefix: str) -> int:
     return len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
 
 
+def _level_blocks(h: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
+    """A level's ResnetBlocks, each followed by its attention block where the keys have one."""
+    for i in range(_count(sd, p + "block.")):
+        h = _res(h, sd, p + f"block.{i}")
+        if f"{p}attn.{i}.q.weight" in sd:
+            h = _attn(h, sd, p + f"attn.{i}")
+    return h
+
+
 def _reference_forward(sd: dict[str, torch.Tensor], image: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
     """Functional float64 forward that reads the structure from the state-dict keys alone."""
     n_levels = _count(sd, "encoder.down.")
     h = _conv(image, sd, "encoder.conv_in", padding=1)
     for level in range(n_levels):
         p = f"encoder.down.{level}."
-        for i in range(_count(sd, p + "block.")):
-            h = _res(h, sd, p + f"block.{i}")
-            if f"{p}attn.{i}.q.weight" in sd:
-                h = _attn(h, sd, p + f"attn.{i}")
+        h = _level_blocks(h, sd, p)
         if p + "downsample.conv.weight" in sd:
             h = _conv(F.pad(h, (0, 1, 0, 1)), sd, p + "downsample.conv", stride=2)
     h = _mid(h, sd, "encoder.mid")
@@ -166,10 +172,7 @@ def _reference_forward(sd: dict[str, torch.Tensor], image: torch.Tensor, eps: to
         h = _mid(h, sd, "decoder.mid")
         for level in reversed(range(_count(sd, "decoder.up."))):
             p = f"decoder.up.{level}."
-            for i in range(_count(sd, p + "block.")):
-                h = _res(h, sd, p + f"block.{i}")
-                if f"{p}attn.{i}.q.weight" in sd:
-                    h = _attn(h, sd, p + f"attn.{i}")
+            h = _level_blocks(h, sd, p)
             if p + "upsample.conv.weight" in sd:
                 h = _conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), sd, p + "upsample.conv", padding=1)
         return _conv(_swish(_gn(h, sd, "decoder.norm_out")), sd, "decoder.conv_out", padding=1)
