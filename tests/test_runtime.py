@@ -68,3 +68,17 @@ def test_compile_blocks_marks_each_unet_block_and_channels_last_only_touches_con
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert model[0].weight.stride() != torch.empty(8, 4, 3, 3).stride()
     assert model[1].weight.is_contiguous()
+
+
+def test_sampling_memory_estimate_matches_the_measured_peaks_and_picks_batching() -> None:
+    from unianimate_cli.runtime import GIB, choose_guidance_batching, estimate_sampling_peak_bytes
+
+    latent_hw = (96, 64)  # 768 x 512 pixels
+    single = estimate_sampling_peak_bytes(32, latent_hw, batched_guidance=False) / GIB
+    batched = estimate_sampling_peak_bytes(32, latent_hw, batched_guidance=True) / GIB
+    assert 4.7 < single < 5.3  # measured 4.96 GiB (H100, 2026-11-24)
+    assert 6.9 < batched < 7.5  # measured 7.17 GiB
+    cuda = torch.device("cuda")
+    assert choose_guidance_batching(cuda, 32, latent_hw, budget_bytes=int(12 * GIB))
+    assert not choose_guidance_batching(cuda, 32, latent_hw, budget_bytes=int(8 * GIB))
+    assert not choose_guidance_batching(torch.device("cpu"), 32, latent_hw, budget_bytes=int(99 * GIB))
