@@ -14,6 +14,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# huggingface_hub reads HF_HUB_OFFLINE once, when first imported (open_clip imports it while
+# test modules are collected, before any fixture runs): set it before that happens.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 def _find_fixtures() -> Path:
     configured = os.environ.get("UNIANIMATE_FIXTURES")
