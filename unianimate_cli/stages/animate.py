@@ -43,6 +43,7 @@ class AnimateSettings:
     audio: bool = param(True, "carry the driving video's audio into the result")
     layout: Literal["result", "compare"] = param("result", "result alone, or photo | pose | result side by side")
     crf: int = param(18, "H.264 quality (lower is better, 0-51)")
+    frames: str = param("", "also write the result frames as PNGs (00000.png ...) into this folder")
 
 
 def resolution(ctx: StageContext, width: int, height: int) -> tuple[int, int]:
@@ -130,6 +131,7 @@ class AnimateStage(BaseStage):
                 audio=audio,
                 progress=bars,
                 latents_out=ctx.output("render.latents"),
+                frames_dir=Path(params.frames).expanduser().resolve() if params.frames else None,
             )
         finally:
             bars.close()
@@ -142,6 +144,7 @@ class AnimateStage(BaseStage):
             segments=result.num_segments,
             steps_run=result.steps_run,
             resumed=result.resumed,
+            **({"frames_dir": str(result.frames_dir)} if result.frames_dir else {}),
             **result.info,
         )
 
