@@ -12,11 +12,8 @@ rank; ``OUT_DIR/report.json`` then says per rank whether sharded and resumed equ
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +24,9 @@ from unianimate_cli import distributed
 from unianimate_cli.distributed import DistContext, plan_batch_jobs, run_batch_jobs
 from unianimate_cli.errors import InputError
 from unianimate_cli.parity.diffusion import load_fixture_unet
-from unianimate_cli.sampling import render as render_module
 from unianimate_cli.sampling.conditions import Conditions
 from unianimate_cli.sampling.ddim import StepState
-from unianimate_cli.sampling.denoiser import GuidedDenoiser, VideoUNet
+from unianimate_cli.sampling.denoiser import VideoUNet
 from unianimate_cli.sampling.render import RenderParams, ResumeState, make_initial_latent, plan_steps, render_latents
 from unianimate_cli.sampling.schedule import NoisePrior
 
@@ -97,22 +93,6 @@ def make_clip(num_frames: int, sizes: dict[str, int], seed: int) -> tuple[Condit
 TOY_SIZES = {"h": 3, "w": 2, "height_px": 24, "width_px": 16, "dim": 8}
 
 
-@contextlib.contextmanager
-def sharded(ctx: DistContext | None) -> Iterator[None]:
-    """Make ``render_latents`` build its denoiser with ``dist=ctx``.
-
-    render.py does not take a DistContext yet (the CLI owner adds ``dist=`` there); this
-    swaps the denoiser class it builds, so the test still goes through ``render_latents``.
-    """
-    original = render_module.GuidedDenoiser
-    if ctx is not None:
-        render_module.GuidedDenoiser = functools.partial(GuidedDenoiser, dist=ctx)  # type: ignore[misc,assignment]
-    try:
-        yield
-    finally:
-        render_module.GuidedDenoiser = original  # type: ignore[misc]
-
-
 def main(out_dir: Path, fixture_unet: Path, device: str = "cpu") -> None:
     ctx = distributed.init_from_env(device)
     report: dict[str, Any] = {"rank": ctx.rank, "world_size": ctx.world_size, "backend": ctx.backend}
@@ -137,8 +117,7 @@ def main(out_dir: Path, fixture_unet: Path, device: str = "cpu") -> None:
         if ctx.is_main_process:  # the CLI's rule: only rank 0 writes the checkpoint
             checkpoints.append(ResumeState.from_step(state, plan).to_tensors())
 
-    with sharded(ctx):
-        tensors["sharded"] = render_latents(unet, conditions, x_T, WINDOWED, on_step=save)
+    tensors["sharded"] = render_latents(unet, conditions, x_T, WINDOWED, on_step=save, dist=ctx)
     report["sharded_calls"] = unet.calls
     unet.calls = 0
     tensors["alone"] = render_latents(unet, conditions, x_T, WINDOWED)
@@ -153,8 +132,7 @@ def main(out_dir: Path, fixture_unet: Path, device: str = "cpu") -> None:
 
     checkpoints.clear()
     try:
-        with sharded(ctx):
-            render_latents(unet, conditions, x_T, WINDOWED, on_step=stop)
+        render_latents(unet, conditions, x_T, WINDOWED, on_step=stop, dist=ctx)
         report["stopped"] = False
     except KeyboardInterrupt:
         report["stopped"] = True
@@ -162,15 +140,13 @@ def main(out_dir: Path, fixture_unet: Path, device: str = "cpu") -> None:
     saved: dict[str, torch.Tensor] = ctx.broadcast_object(checkpoints[-1] if ctx.is_main_process else {})
     resume = ResumeState.from_tensors(saved)
     unet.calls = 0
-    with sharded(ctx):
-        tensors["resumed"] = render_latents(unet, conditions, x_T, WINDOWED, resume=resume)
+    tensors["resumed"] = render_latents(unet, conditions, x_T, WINDOWED, resume=resume, dist=ctx)
     report["resumed_calls"] = unet.calls
     report["resumed_from"] = resume.completed_steps
 
     # Ranks that disagree on x_T are refused, on every rank, before any UNet call.
     try:
-        with sharded(ctx):
-            render_latents(ToyUNet(), conditions, x_T + ctx.rank, WINDOWED)
+        render_latents(ToyUNet(), conditions, x_T + ctx.rank, WINDOWED, dist=ctx)
         report["mismatch_refused"] = False
     except RuntimeError as exc:
         report["mismatch_refused"] = "different x_t" in str(exc)

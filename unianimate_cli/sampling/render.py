@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unianimate_cli.distributed import DistContext
 from unianimate_cli.errors import InputError
 from unianimate_cli.sampling.conditions import Conditions, Variant
 from unianimate_cli.sampling.ddim import StepState, ddim_sample
@@ -136,6 +137,7 @@ def render_latents(
     resume: ResumeState | None = None,
     schedule: NoiseSchedule | None = None,
     on_window: Callable[[int, int], None] | None = None,
+    dist: DistContext | None = None,
 ) -> torch.Tensor:
     """Sample one clip (any length: one window or overlapping windows) and return its latents.
 
@@ -143,8 +145,14 @@ def render_latents(
     picks the ones the conditional pass gets. ``x_T`` [b,4,f,h,w] is the initial latent
     (:func:`make_initial_latent`). ``on_step`` runs after each DDIM step; ``resume``
     continues from a saved state (see the module docstring); ``on_window(done, total)``
-    reports windows finished within the current step. Returns [b,4,f,h,w], to be decoded
-    after ×1/0.18215.
+    reports windows finished within the current step (this rank's, with ``dist``). Returns
+    [b,4,f,h,w], to be decoded after ×1/0.18215.
+
+    ``dist`` (world size > 1) splits the windows of every step across the ranks
+    (:class:`GuidedDenoiser`); every rank must call with the same arguments (x_T broadcast
+    from rank 0, the same ``resume``) and gets the same latents, equal to a single-process
+    render bit for bit where the per-window UNet outputs are. ``on_step`` still runs on every
+    rank: pass it on rank 0 alone where it writes files.
     """
     schedule = schedule or NoiseSchedule.official()
     variant = Variant(params.variant)
@@ -163,6 +171,7 @@ def render_latents(
         windows=windows,
         window_batch_size=params.window_batch_size,
         on_batch=on_window,
+        dist=dist,
     )
     x, start = x_T, 0
     if resume is not None:
