@@ -103,6 +103,22 @@ def test_params_changed_message_and_sticky_upstream(inputs: tuple[Path, Path], t
     assert HOOKS["computed"] == ["double"]
 
 
+def test_downstream_command_takes_upstream_options(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    photo, video = inputs
+    help_text = invoke("double", "--help").stdout
+    assert "count options" in help_text and "--units" in help_text
+    result = invoke("double", photo, video, "--units", "2", "--salt", "q", "--json")
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "photo-dance.unianimate"
+    lines = (project / "count" / "lines.txt").read_text().splitlines()
+    assert len(lines) == 2  # --units reached the upstream count stage
+    # Changing an upstream option on the downstream command reruns both stages.
+    HOOKS["computed"].clear()
+    again = invoke("double", project, "--units", "3", "--json")
+    assert [(s["name"], s["ran"]) for s in json.loads(again.stdout)["stages"]] == [("count", True), ("double", True)]
+    assert len((project / "count" / "lines.txt").read_text().splitlines()) == 3
+
+
 def test_config_precedence_through_the_cli(inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     photo, video = inputs
     project = tmp_path / "photo-dance.unianimate"

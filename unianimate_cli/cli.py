@@ -271,8 +271,11 @@ def _general_cli(opts: GlobalOptions) -> dict[str, Any]:
     return out
 
 
-def run_stage_command(sess: Session, registry: Any, stage_name: str, inputs: list[Path], given: dict[str, Any]) -> None:
-    """Resolve the project, merge settings, run the stage and what it needs, print results."""
+def run_stage_command(sess: Session, registry: Any, stage_name: str, inputs: list[Path], given: dict[str, dict[str, Any]]) -> None:
+    """Resolve the project, merge settings, run the stage and what it needs, print results.
+
+    ``given`` holds the flags actually given, by stage section (upstream stages' too).
+    """
     from unianimate_cli.config import load_settings
     from unianimate_cli.console import ProgressDisplay
     from unianimate_cli.project import Project
@@ -294,7 +297,7 @@ def run_stage_command(sess: Session, registry: Any, stage_name: str, inputs: lis
         recorded = {name: rec.get("params", {}) for name, rec in project.stages.items() if name != stage_name}
         settings = load_settings(
             section_types(registry),
-            cli={stage_section(stage_name): given, "general": _general_cli(opts)},
+            cli={**given, "general": _general_cli(opts)},
             project_dir=project.root,
             recorded=recorded,
         )
@@ -333,12 +336,34 @@ def _cli_annotation(tp: Any) -> Any:
     return tp
 
 
+def _upstream_stages(registry: Any, stage: Any) -> list[Any]:
+    """The stages ``stage`` runs first, nearest last; none if its chain cannot be resolved."""
+    from unianimate_cli.runner import stage_chain
+
+    try:
+        return stage_chain(registry, stage.name)[:-1]
+    except UnianimateError:
+        return []  # a plugin needs an artifact no stage makes: running the command says so
+
+
+def _stage_option(stage_name: str, pname: str, f: dataclasses.Field[Any], hint: Any, default: Any) -> inspect.Parameter:
+    """One ``--flag`` for a params field, shown in the help panel of the stage that owns it."""
+    dash = f.name.replace("_", "-")
+    tp = _cli_annotation(hint)
+    shown = default.value if hasattr(default, "value") else default
+    help_text = f.metadata.get("help", "")
+    # "\\[" keeps rich markup from eating the bracket.
+    help_text = f"{help_text} \\[default: {str(shown).lower() if isinstance(shown, bool) else shown}]".strip()
+    decls = [f"--{dash}/--no-{dash}"] if tp is bool else [f"--{dash}"]
+    option = typer.Option(*decls, help=help_text, show_default=False, rich_help_panel=f"{stage_name} options", metavar=f.metadata.get("metavar"))
+    return inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[tp], option])
+
+
 def make_stage_command(registry: Any, stage: Any) -> Callable[..., None]:
     """A Typer command for a stage: PHOTO VIDEO | PROJECT, one option per params field."""
     from unianimate_cli.config import defaults_of, field_types
+    from unianimate_cli.stage import stage_section
 
-    hints = field_types(stage.params_type)
-    defaults = defaults_of(stage.params_type)
     params: list[inspect.Parameter] = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter(
@@ -351,27 +376,31 @@ def make_stage_command(registry: Any, stage: Any) -> Callable[..., None]:
             ],
         ),
     ]
-    field_names: list[str] = []
-    for f in dataclasses.fields(stage.params_type):
-        if f.name in GLOBAL_NAMES:
-            continue  # e.g. device: the global --device supplies it
-        dash = f.name.replace("_", "-")
-        tp = _cli_annotation(hints[f.name])
-        default = defaults[f.name]
-        shown = default.value if hasattr(default, "value") else default
-        help_text = f.metadata.get("help", "")
-        # "\[" keeps rich markup from eating the bracket.
-        help_text = f"{help_text} \\[default: {str(shown).lower() if isinstance(shown, bool) else shown}]".strip()
-        decls = [f"--{dash}/--no-{dash}"] if tp is bool else [f"--{dash}"]
-        option = typer.Option(*decls, help=help_text, show_default=False, rich_help_panel=f"{stage.name} options", metavar=f.metadata.get("metavar"))
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[tp], option]))
-        field_names.append(f.name)
+    # Options of the stage itself, then those of the stages it runs first (``animate
+    # --frame-interval 2`` reaches extract-pose), unless a nearer stage already uses the name.
+    owners: dict[str, tuple[str, str]] = {}  # python parameter name -> (stage section, field)
+    taken = set(GLOBAL_NAMES)
+    for owner in [stage, *reversed(_upstream_stages(registry, stage))]:
+        section = stage_section(owner.name)
+        hints = field_types(owner.params_type)
+        defaults = defaults_of(owner.params_type)
+        for f in dataclasses.fields(owner.params_type):
+            if f.name in taken:
+                continue  # e.g. device: the global --device supplies it
+            taken.add(f.name)
+            pname = f.name if owner is stage else f"{section}__{f.name}"
+            owners[pname] = (section, f.name)
+            params.append(_stage_option(owner.name, pname, f, hints[f.name], defaults[f.name]))
     params.extend(_global_parameters())
 
     def command(ctx: typer.Context, **kwargs: Any) -> None:
         opts = _options(ctx, {k: kwargs.pop(k) for k in GLOBAL_NAMES})
         inputs = list(kwargs.pop("inputs") or [])
-        given = {k: v for k, v in kwargs.items() if v is not None}
+        given: dict[str, dict[str, Any]] = {}
+        for pname, value in kwargs.items():
+            if value is not None:
+                section, name = owners[pname]
+                given.setdefault(section, {})[name] = value
         with session(opts) as sess:
             run_stage_command(sess, registry, stage.name, inputs, given)
 

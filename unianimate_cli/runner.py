@@ -89,6 +89,35 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def stage_chain(registry: Registry, target: str) -> list[Stage]:
+    """``target`` and every stage upstream of it, in the order they must run."""
+    producers = registry.producers()
+    order: list[Stage] = []
+    visiting: set[str] = set()
+
+    def visit(stage: Stage) -> None:
+        if stage in order:
+            return
+        if stage.name in visiting:
+            raise UnianimateError(f"stage {stage.name} depends on itself through its inputs")
+        visiting.add(stage.name)
+        for name in stage.inputs:
+            if name.startswith(USER_INPUT_PREFIX):
+                continue
+            producer = producers.get(name)
+            if producer is None:
+                raise ProjectError(
+                    f"stage {stage.name} needs artifact {name}, which no installed stage makes",
+                    "install the plugin that provides it (`unianimate status` lists the stages)",
+                )
+            visit(producer)
+        visiting.discard(stage.name)
+        order.append(stage)
+
+    visit(registry[target])
+    return order
+
+
 class Runner:
     """Runs stages of one project; the caller holds the project lock."""
 
@@ -111,31 +140,7 @@ class Runner:
 
     def chain(self, target: str) -> list[Stage]:
         """``target`` and every stage upstream of it, in the order they must run."""
-        producers = self.registry.producers()
-        order: list[Stage] = []
-        visiting: set[str] = set()
-
-        def visit(stage: Stage) -> None:
-            if stage in order:
-                return
-            if stage.name in visiting:
-                raise UnianimateError(f"stage {stage.name} depends on itself through its inputs")
-            visiting.add(stage.name)
-            for name in stage.inputs:
-                if name.startswith(USER_INPUT_PREFIX):
-                    continue
-                producer = producers.get(name)
-                if producer is None:
-                    raise ProjectError(
-                        f"stage {stage.name} needs artifact {name}, which no installed stage makes",
-                        "install the plugin that provides it (`unianimate status` lists the stages)",
-                    )
-                visit(producer)
-            visiting.discard(stage.name)
-            order.append(stage)
-
-        visit(self.registry[target])
-        return order
+        return stage_chain(self.registry, target)
 
     def input_paths(self, stage: Stage) -> dict[str, Path]:
         producers = self.registry.producers()
