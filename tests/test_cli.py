@@ -299,8 +299,8 @@ def test_inputs_are_resolved_or_refused(inputs: tuple[Path, Path], tmp_path: Pat
     photo, video = inputs
     r = invoke("count")
     assert r.exit_code == 1 and "error: no inputs given" in r.stderr
-    r = invoke("count", photo)
-    assert r.exit_code == 1 and "needs PHOTO and VIDEO" in r.stderr
+    r = invoke("count", photo)  # a lone photo needs a project that has the video
+    assert r.exit_code == 1 and "error: no project for the photo" in r.stderr and "photo.jpg VIDEO" in r.stderr
     assert invoke("count", photo, video).exit_code == 0
     project = tmp_path / "photo-dance.unianimate"
     r = invoke("count", project, "--project", tmp_path / "other")

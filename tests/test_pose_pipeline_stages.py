@@ -1,4 +1,4 @@
-"""extract_poses / align_and_draw end to end on a PyAV-made clip with the tiny ONNX models."""
+"""extract_driving_poses / extract_reference_pose / align_and_draw end to end on a PyAV-made clip with the tiny ONNX models."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from unianimate_cli.pose.pipeline import (
     AlignParams,
     ExtractPoseParams,
     align_and_draw,
-    extract_poses,
+    extract_driving_poses,
+    extract_reference_pose,
 )
 
 SHIFTS = (0, 6, 12, 18, 24, 30, 36, 42, 48, 54)  # one frame per shift: 10 frames
@@ -87,13 +88,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> tuple[
 def _run(
     fixtures_dir: Path, video: Path, out: Path, params: ExtractPoseParams, progress: Any = None, preview: bool = True
 ) -> Any:
-    folder, det, pose = _onnx(fixtures_dir)
-    return extract_poses(
-        folder / "image1.png",
+    _, det, pose = _onnx(fixtures_dir)
+    return extract_driving_poses(
         video,
         det,
         pose,
-        out / "pose" / "reference.jsonl",
         out / "pose" / "driving.jsonl",
         out / "pose" / "preview.mp4" if preview else None,
         params,
@@ -116,10 +115,8 @@ def test_extract_writes_poses_fps_and_preview(
     assert result.num_frames == len(expected_sources)
     assert result.source_frames == expected_sources
     assert result.fps == Fraction(FPS, 2) and result.source_fps == FPS
-    assert result.resumed_frames == 0
-    assert result.people_in_photo == 2  # image1 holds the main person and a small one
-    assert any("2 people found" in w for w in result.warnings)
-    assert any("several people in dance.mp4" in w for w in result.warnings)
+    assert result.resumed_frames == 0 and not result.is_image
+    assert any("several people in dance.mp4" in w for w in result.warnings)  # image1 holds a big and a small person
     assert result.provider_message and "CPUExecutionProvider" in result.provider_message
     assert [d for d, _ in seen] == list(range(1, len(expected_sources) + 1))
 
@@ -135,10 +132,7 @@ def test_extract_writes_poses_fps_and_preview(
     assert all(b is not None and (b[3] - b[1]) > 300 for b in boxes)
     assert len({b for b in boxes}) > 1
 
-    reference = load_poses(tmp_path / "pose" / "reference.jsonl")
-    assert len(reference) == 1 and reference.meta["people_found"] == 2
-    ref_box = reference[0].box_xyxy
-    assert ref_box is not None and ref_box[3] - ref_box[1] > 300  # "auto" took the large person
+    assert not (tmp_path / "pose" / "reference.jsonl").exists()  # the photo is align's work
 
     with av.open(str(tmp_path / "pose" / "preview.mp4")) as container:
         stream = container.streams.video[0]
@@ -164,7 +158,7 @@ def test_extract_resumes_after_interrupt_without_recomputing(
     counter = _Count(monkeypatch)
     whole_result = _run(fixtures_dir, video, whole, params)
     uninterrupted_calls = counter.calls
-    assert uninterrupted_calls == len(SHIFTS) + 1  # every frame + the photo
+    assert uninterrupted_calls == len(SHIFTS)  # every frame, no photo
     # person 1 is the small bystander: the choice must survive the resume's tracker replay
     heights = {b[3] - b[1] for f in load_poses(whole / "pose" / "driving.jsonl").frames if (b := f.box_xyxy)}
     assert (max(heights) > 300) if person == "auto" else (max(heights) < 100)
@@ -187,10 +181,10 @@ def test_extract_resumes_after_interrupt_without_recomputing(
     progress: list[int] = []
     result = _run(fixtures_dir, video, cut, params, progress=lambda d, t: progress.append(d))
     assert result.resumed_frames == (k + 1) * chunk
-    assert counter.calls == len(SHIFTS) - (k + 1) * chunk  # neither the photo nor finished chunks again
+    assert counter.calls == len(SHIFTS) - (k + 1) * chunk  # finished chunks are not posed again
     assert progress[0] == (k + 1) * chunk and progress[-1] == len(SHIFTS)
-    assert result.warnings == whole_result.warnings and result.people_in_photo == 2
-    for name in ("reference.jsonl", "driving.jsonl", "preview.mp4"):
+    assert result.warnings == whole_result.warnings
+    for name in ("driving.jsonl", "preview.mp4"):
         assert _sha(cut / "pose" / name) == _sha(whole / "pose" / name), name
 
     # Ctrl-C while the preview is encoded: every chunk is saved, so the rerun needs no model
@@ -208,7 +202,7 @@ def test_extract_resumes_after_interrupt_without_recomputing(
     again = _run(fixtures_dir, video, done, params)
     assert counter.calls == 0 and again.provider_message is None
     assert again.resumed_frames == len(SHIFTS) and again.warnings == whole_result.warnings
-    for name in ("reference.jsonl", "driving.jsonl", "preview.mp4"):
+    for name in ("driving.jsonl", "preview.mp4"):
         assert _sha(done / "pose" / name) == _sha(whole / "pose" / name), name
 
 
@@ -228,7 +222,7 @@ def test_partial_chunks_of_other_settings_are_discarded(
     counter = _Count(monkeypatch)
     other = ExtractPoseParams(chunk_frames=4, max_frames=8, frame_interval=1, start_frame=2, device="cpu")
     result = _run(fixtures_dir, video, tmp_path, other, preview=False)
-    assert result.resumed_frames == 0 and counter.calls == 8 + 1
+    assert result.resumed_frames == 0 and counter.calls == 8
     assert any("discarding" in w for w in result.warnings)
     assert load_poses(tmp_path / "pose" / "driving.jsonl").source_frames == tuple(range(2, 10))
 
@@ -249,28 +243,59 @@ def test_frame_without_anybody_gets_an_empty_pose_and_a_warning(fixtures_dir: Pa
     assert boxes[1] is None and boxes[0] is not None and boxes[2] is not None
 
 
-def test_photo_without_person_is_an_input_error_before_the_video(
-    fixtures_dir: Path, clip: tuple[Path, tuple[int, int]], tmp_path: Path
-) -> None:
+def test_reference_pose_picks_a_person_and_names_a_photo_without_one(fixtures_dir: Path, tmp_path: Path) -> None:
     folder, det, pose = _onnx(fixtures_dir)
+    out = tmp_path / "reference.jsonl"
+    result = extract_reference_pose(folder / "image1.png", det, pose, out, device="cpu")
+    reference = load_poses(out)
+    assert len(reference) == 1 and reference.meta["people_found"] == result.people_found == 2
+    assert reference.source == "image1.png"
+    assert any("2 people found" in w for w in result.warnings)
+    box = reference[0].box_xyxy
+    assert box is not None and box[3] - box[1] > 300  # "auto" takes the large person
+    extract_reference_pose(folder / "image1.png", det, pose, out, person=1, device="cpu")
+    small = load_poses(out)[0].box_xyxy
+    assert small is not None and small[3] - small[1] < 100  # person 1 is the small bystander
+    with pytest.raises(InputError, match="person 5 does not exist"):
+        extract_reference_pose(folder / "image1.png", det, pose, tmp_path / "x.jsonl", person=5, device="cpu")
+
     expected = json.loads((folder / "expected.json").read_text())["images"]["image2_white"]
     assert expected["final_person_boxes_xyxy"] == []  # the fixture's white image has nobody
-    video, _ = clip
     photo = folder / "image2_white.png"
     with pytest.raises(InputError, match="no person found") as info:
-        extract_poses(
-            photo, video, det, pose, tmp_path / "r.jsonl", tmp_path / "d.jsonl", None,
-            ExtractPoseParams(device="cpu"), tmp_path / "partial",
-        )  # fmt: skip
+        extract_reference_pose(photo, det, pose, tmp_path / "white.jsonl", device="cpu")
     assert str(photo) in info.value.message
-    assert not (tmp_path / "d.jsonl").exists()
+    assert not (tmp_path / "white.jsonl").exists()
+
+
+def test_still_image_is_a_one_frame_driving_sequence(fixtures_dir: Path, tmp_path: Path) -> None:
+    import av
+
+    folder, _, _ = _onnx(fixtures_dir)
+    image = folder / "image1.png"
+    result = _run(fixtures_dir, image, tmp_path, ExtractPoseParams(image_fps=8.0, frame_interval=3, device="cpu"))
+    assert result.is_image and result.num_frames == 1 and result.source_frames == (0,)
+    assert result.fps == 8  # image_fps; the frame interval does not divide it
+    driving = load_poses(tmp_path / "pose" / "driving.jsonl")
+    assert len(driving) == 1 and driving.fps == 8.0 and driving.meta["is_image"] is True
+    box = driving[0].box_xyxy
+    assert box is not None and box[3] - box[1] > 300
+    with av.open(str(tmp_path / "pose" / "preview.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 1
+    with pytest.raises(InputError, match="past the end") as info:
+        _run(fixtures_dir, image, tmp_path / "b", ExtractPoseParams(start_frame=1, device="cpu"))
+    assert "still image" in info.value.message
+    white = folder / "image2_white.png"
+    with pytest.raises(InputError, match="no person found") as info:
+        _run(fixtures_dir, white, tmp_path / "w", ExtractPoseParams(device="cpu"))
+    assert str(white) in info.value.message
 
 
 @pytest.mark.parametrize("content", [b"", b"not a video at all"])
 def test_bad_video_fails_before_models_load(
     fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
 ) -> None:
-    folder, det, pose = _onnx(fixtures_dir)
+    _, det, pose = _onnx(fixtures_dir)
     video = tmp_path / "dance.mp4"
     video.write_bytes(content)
 
@@ -279,10 +304,7 @@ def test_bad_video_fails_before_models_load(
 
     monkeypatch.setattr(dwpose_module.DWPose, "__init__", no_model)
     with pytest.raises(InputError) as info:
-        extract_poses(
-            folder / "image1.png", video, det, pose, tmp_path / "r.jsonl", tmp_path / "d.jsonl", None,
-            ExtractPoseParams(), tmp_path / "partial",
-        )  # fmt: skip
+        extract_driving_poses(video, det, pose, tmp_path / "d.jsonl", None, ExtractPoseParams(), tmp_path / "partial")
     assert str(video) in info.value.message
 
 
@@ -302,8 +324,10 @@ def test_align_and_draw_writes_condition_frames(
 
     from unianimate_cli.pose.draw import draw_pose
 
+    folder, det, pose = _onnx(fixtures_dir)
     video, _ = clip
     _run(fixtures_dir, video, tmp_path, ExtractPoseParams(max_frames=4, device="cpu"), preview=False)
+    extract_reference_pose(folder / "image1.png", det, pose, tmp_path / "pose" / "reference.jsonl", device="cpu")
     frames_dir = tmp_path / "align" / "frames"
     frames_dir.mkdir(parents=True)
     (frames_dir / "0009.png").write_bytes(b"stale")  # from an older, longer run

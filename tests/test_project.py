@@ -65,6 +65,7 @@ def test_atomic_path_leaves_old_file_on_error(tmp_path: Path) -> None:
 
 def test_default_project_dir_from_input_names(tmp_path: Path) -> None:
     assert default_project_dir(Path("my photo.jpg"), Path("/x/dance.mp4"), tmp_path) == tmp_path / "my-photo-dance.unianimate"
+    assert default_project_dir(None, Path("/x/my dance.mp4"), tmp_path) == tmp_path / "my-dance.unianimate"
 
 
 def test_lock_names_the_live_holder(tmp_path: Path) -> None:

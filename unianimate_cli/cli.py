@@ -64,7 +64,7 @@ class GlobalOptions:
 # Annotated global options, added to the root callback and to every command.
 _PANEL = "Global options"
 GLOBAL_PARAMS: dict[str, Any] = {
-    "project": (Annotated[Optional[Path], typer.Option("--project", "-p", help="Project directory (default: <photo>-<video>.unianimate).", rich_help_panel=_PANEL, show_default=False)], None),
+    "project": (Annotated[Optional[Path], typer.Option("--project", "-p", help="Project directory (default: <photo>-<video>.unianimate, or <video>.unianimate for a video alone).", rich_help_panel=_PANEL, show_default=False)], None),
     "json_output": (Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.", rich_help_panel=_PANEL)], False),
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr; no progress.", rich_help_panel=_PANEL)], False),
     "verbose": (Annotated[int, typer.Option("--verbose", "-v", count=True, help="More messages (-v info, -vv debug).", rich_help_panel=_PANEL)], 0),
@@ -208,27 +208,85 @@ def _internal_error(sess: Session, exc: BaseException) -> None:
 # ---------------------------------------------------------------------------- projects
 
 
-def resolve_project(opts: GlobalOptions, inputs: list[Path]) -> tuple[Path, Path | None, Path | None]:
-    """(project dir, photo, video) from ``PHOTO VIDEO``, a project dir, or --project/cwd."""
-    from unianimate_cli.project import default_project_dir, is_project_dir
+def lone_file_role(stage: Any) -> str:
+    """What one file alone means for ``stage``: ``video`` for a stage that reads the driving
+    video but not the photo (``extract-pose dance.mp4``), else ``photo`` (``align photo.jpg``)."""
+    users = {name.split(":", 1)[1] for name in stage.inputs if name.startswith("user:")}
+    return "video" if users == {"video"} else "photo"
+
+
+def _inputs_help(stage: Any) -> str:
+    if lone_file_role(stage) == "video":
+        alone = "VIDEO alone (or an image: one frame) starts or updates <video>.unianimate or PROJECT"
+    else:
+        alone = "PHOTO alone goes into an existing PROJECT (made by extract-pose VIDEO)"
+    return f"PHOTO VIDEO to start (or update) a project; {alone}; or a PROJECT directory."
+
+
+def _check_user_file(what: str, path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist", "check the path")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a directory", "pass PHOTO VIDEO, or the project directory alone")
+
+
+def resolve_project(opts: GlobalOptions, inputs: list[Path], lone: str = "photo") -> tuple[Path, Path | None, Path | None]:
+    """(project dir, photo, video) from the positional paths, --project or the current directory.
+
+    ``PHOTO VIDEO`` starts or updates a project (default ``<photo>-<video>.unianimate``);
+    ``PROJECT`` (or nothing: --project, or the current directory) reuses one. One ``FILE``,
+    optionally followed by ``PROJECT``, is the photo or the driving video as ``lone`` says
+    (``lone_file_role``): a lone video may start a project (default ``<video>.unianimate``), a
+    lone photo needs an existing one. A video given as the photo fails here, before anything is
+    recorded in the project.
+    """
+    from unianimate_cli.media.image import media_kind
+    from unianimate_cli.project import PROJECT_SUFFIX, default_project_dir, is_project_dir
 
     photo = video = None
+    given_root: Path | None = None
     if len(inputs) > 2:
-        raise InputError(f"expected PHOTO VIDEO or a project directory, got {len(inputs)} paths", "see --help")
+        raise InputError(f"expected PHOTO VIDEO, FILE [PROJECT] or a project directory, got {len(inputs)} paths", "see --help")
+    first, second = (list(inputs) + [None, None])[:2]
+    if second is not None and first is not None and first.is_file() and (second.is_dir() or (not second.exists() and second.name.endswith(PROJECT_SUFFIX))):
+        inputs, given_root = [first], second  # FILE PROJECT
     if len(inputs) == 2:
         photo, video = inputs
-        for what, path in (("photo", photo), ("video", video)):
-            if not path.exists():
-                raise InputError(f"{what} {path} does not exist", "check the path")
-            if path.is_dir():
-                raise InputError(f"{what} {path} is a directory", "pass PHOTO VIDEO, or the project directory alone")
+        _check_user_file("photo", photo)
+        _check_user_file("video", video)
+        if media_kind(photo) == "video":
+            if media_kind(video) == "image":
+                raise InputError(f"{photo} is a video and {video} an image: PHOTO and VIDEO are the wrong way round", f"pass the photo first: {video} {photo}")
+            raise InputError(f"photo {photo} is a video, not a photo", "pass PHOTO (an image) first, then the driving VIDEO")
         root = opts.project or default_project_dir(photo, video)
+    elif len(inputs) == 1 and (given_root is not None or not inputs[0].is_dir()):
+        (only,) = inputs
+        if not only.exists():
+            raise InputError(f"{only} does not exist", "pass PHOTO VIDEO, a FILE, or a project directory")
+        if lone == "video":
+            video = only
+        elif media_kind(only) == "video":
+            raise InputError(f"{only} is a video, not a photo", f"pass a photo; to use it as the driving video: unianimate extract-pose {only}")
+        else:
+            photo = only
+        if given_root is not None and opts.project is not None and opts.project.resolve() != given_root.resolve():
+            raise InputError(f"two project directories given: {given_root} and --project {opts.project}", "give one")
+        found = given_root or opts.project
+        if found is None and video is not None:
+            found = default_project_dir(None, video)
+        elif found is None and is_project_dir(Path.cwd()):
+            found = Path.cwd()
+        if found is None:
+            raise InputError(
+                f"no project for the photo {only}: the driving poses come from a project",
+                f"pass --project DIR (made by `unianimate extract-pose VIDEO`), or both files: {only} VIDEO",
+            )
+        if photo is not None and not (found / "manifest.json").is_file():
+            why = "does not exist" if not found.exists() else "is not a unianimate project (no manifest.json)"
+            raise InputError(f"project {found} {why}", f"make it first with `unianimate extract-pose VIDEO --project {found}`, or pass {only} VIDEO")
+        root = found
     elif len(inputs) == 1:
         (only,) = inputs
-        if not only.is_dir():
-            if not only.exists():
-                raise InputError(f"{only} does not exist", "pass PHOTO VIDEO, or a project directory")
-            raise InputError(f"{only} is a file; this command needs PHOTO and VIDEO (or a project directory)", f"pass the other file too: {only} VIDEO")
         if opts.project is not None and opts.project.resolve() != only.resolve():
             raise InputError(f"two project directories given: {only} and --project {opts.project}", "give one")
         root = only
@@ -241,7 +299,7 @@ def resolve_project(opts: GlobalOptions, inputs: list[Path]) -> tuple[Path, Path
             raise InputError("no inputs given", "pass PHOTO VIDEO, or a project directory from an earlier command")
     if root.exists() and not root.is_dir():
         raise InputError(f"project {root} is a file", "pass a directory to --project")
-    if photo is None and not (root / "manifest.json").is_file():
+    if photo is None and video is None and not (root / "manifest.json").is_file():
         raise InputError(f"{root} is not a unianimate project (no manifest.json)", "pass PHOTO VIDEO to start one")
     return root, photo, video
 
@@ -283,16 +341,17 @@ def run_stage_command(sess: Session, registry: Any, stage_name: str, inputs: lis
     from unianimate_cli.stage import stage_section
 
     opts = sess.opts
-    root, photo, video = resolve_project(opts, inputs)
+    root, photo, video = resolve_project(opts, inputs, lone_file_role(registry[stage_name]))
     project = Project(root)
     project.create()
     sess.logging.add_file(project.new_log_path())
     log.debug("unianimate %s: %s", __version__, " ".join(sys.argv))
     with project.lock():
         project.load()
-        if photo is not None and video is not None:
-            project.set_user_input("photo", photo)
-            project.set_user_input("video", video)
+        for what, path in (("photo", photo), ("video", video)):
+            if path is not None:
+                project.set_user_input(what, path)
+        if photo is not None or video is not None:
             project.save()
         recorded = {name: rec.get("params", {}) for name, rec in project.stages.items() if name != stage_name}
         settings = load_settings(
@@ -372,7 +431,7 @@ def make_stage_command(registry: Any, stage: Any) -> Callable[..., None]:
             default=None,
             annotation=Annotated[
                 Optional[list[Path]],
-                typer.Argument(help="PHOTO VIDEO to start (or update) a project, or a PROJECT directory.", show_default=False, metavar="[PHOTO VIDEO | PROJECT]"),
+                typer.Argument(help=_inputs_help(stage), show_default=False, metavar=f"[PHOTO VIDEO | {lone_file_role(stage).upper()} [PROJECT] | PROJECT]"),
             ],
         ),
     ]
@@ -634,7 +693,7 @@ Each command is a stage. A command first runs whatever stale stages it needs, li
 
   unianimate animate photo.jpg dance.mp4   [dim](everything; writes photo-dance.unianimate/)[/dim]
 
-  unianimate extract-pose photo.jpg dance.mp4 && unianimate align photo-dance.unianimate
+  unianimate extract-pose dance.mp4 && unianimate align photo.jpg dance.unianimate
 
   unianimate animate photo-dance.unianimate --steps 50 --seed 7 --json
 

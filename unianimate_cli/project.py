@@ -276,10 +276,14 @@ def _slug(name: str) -> str:
     return slug or "input"
 
 
-def default_project_dir(photo: Path, video: Path, base: Path | None = None) -> Path:
-    """``<photo stem>-<video stem>.unianimate`` in ``base`` (the current directory)."""
+def default_project_dir(photo: Path | None, video: Path, base: Path | None = None) -> Path:
+    """``<photo stem>-<video stem>.unianimate`` in ``base`` (the current directory).
+
+    Without a photo (``extract-pose VIDEO``) it is ``<video stem>.unianimate``.
+    """
     base = Path.cwd() if base is None else base
-    return base / f"{_slug(photo.stem)}-{_slug(video.stem)}{PROJECT_SUFFIX}"
+    stem = _slug(video.stem) if photo is None else f"{_slug(photo.stem)}-{_slug(video.stem)}"
+    return base / f"{stem}{PROJECT_SUFFIX}"
 
 
 def is_project_dir(path: Path) -> bool:

@@ -152,7 +152,7 @@ class Runner:
                 if path is None:
                     raise ProjectError(
                         f"{self.project.root} records no {what}",
-                        f"pass the {what} file on the command line (unianimate {stage.name} PHOTO VIDEO)",
+                        f"pass it on the command line: unianimate {stage.name} {what.upper()} --project {self.project.root}",
                     )
                 out[name] = path
             else:

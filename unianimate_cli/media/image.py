@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -49,6 +50,27 @@ def _looks_like_video(path: Path) -> bool:
         return True
     # ISO media (MP4/MOV) shares its box layout with AVIF/HEIF stills; tell them apart by brand.
     return head[4:8] == b"ftyp" and head[8:12] not in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
+
+
+def media_kind(path: Path | str) -> Literal["image", "video", "unknown"]:
+    """Whether a user file is a still image or a video, from its name and header only.
+
+    Lets a driving input be either, and lets a video given as the photo (or a photo and a
+    video given the wrong way round) fail before anything loads. Animated GIF/WebP/PNG count as
+    video. ``unknown``: neither test knows the file (OpenCV or FFmpeg may still read it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return "unknown"
+    if _looks_like_video(path):
+        return "video"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:  # reads the header only
+            return "video" if getattr(opened, "n_frames", 1) > 1 else "image"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return "unknown"
 
 
 def load_image(path: Path | str, alpha_background: tuple[int, int, int] | None = None) -> np.ndarray:

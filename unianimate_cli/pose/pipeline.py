@@ -1,13 +1,18 @@
-"""The work of the ``extract-pose`` and ``align`` stages as two library calls.
+"""The work of the ``extract-pose`` and ``align`` stages as library calls.
 
-``extract_poses`` (stage ``extract-pose``)
-    photo + driving video -> ``pose/reference.jsonl`` (one frame: the photo's person),
-    ``pose/driving.jsonl`` (one pose per *sampled* video frame, the same person tracked) and an
-    optional skeleton preview mp4. The frame interval is applied here, once: the driving
-    sequence plays at ``source fps / frame_interval`` (its ``fps`` field) and every later stage
-    takes its frames in order. Resumable: see ``extract_poses``.
+``extract_driving_poses`` (stage ``extract-pose``)
+    driving video -> ``pose/driving.jsonl`` (one pose per *sampled* video frame, the same person
+    tracked) and an optional skeleton preview mp4. The frame interval is applied here, once: the
+    driving sequence plays at ``source fps / frame_interval`` (its ``fps`` field) and every later
+    stage takes its frames in order. A still image is a driving sequence of one frame, played
+    at ``ExtractPoseParams.image_fps`` (default ``DEFAULT_IMAGE_FPS`` = 1). Resumable: see
+    ``extract_driving_poses``.
 
-``align_and_draw`` (stage ``align``)
+``extract_reference_pose`` + ``align_and_draw`` (stage ``align``)
+    photo -> ``pose/reference.jsonl`` (one frame: the photo's person). Kept out of
+    ``extract-pose`` so that another photo never re-extracts the driving video.
+
+``align_and_draw``
     reference + driving poses -> ``align/poses.jsonl`` (the driving poses moved onto the photo's
     body) and the condition frames folder::
 
@@ -53,7 +58,7 @@ from unianimate_cli.pose.keypoints import PoseFrame, PoseSequence, load_poses, s
 from unianimate_cli.project import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
-    from unianimate_cli.media.video import DecodedFrame, VideoInfo
+    from unianimate_cli.media.video import DecodedFrame
     from unianimate_cli.pose.align import AlignInfo
     from unianimate_cli.pose.dwpose import DWPose
 
@@ -64,9 +69,8 @@ Progress = Callable[[int, int], None]
 
 DEFAULT_CHUNK_FRAMES = 64
 PREVIEW_MAX_SIDE_PX = 1280  # the skeleton preview is for eyes only; 4K drawing buys nothing
-_PARTIAL_VERSION = 1
+_PARTIAL_VERSION = 2  # 2: the photo is no longer part of extract-pose
 _STATE_FILE = "extract_state.json"
-_REFERENCE_FILE = "reference.jsonl"
 _CHUNK_RE = re.compile(r"^chunk_(\d{5,})\.jsonl$")
 
 
@@ -77,15 +81,19 @@ def _non_key(default: Any) -> Any:
 
 # ===================================================================================== extract
 
+DEFAULT_IMAGE_FPS = 1.0
+"""Frame rate of the one-frame driving sequence made from a still image (``extract-pose IMAGE``)."""
+
 
 @dataclass(frozen=True)
 class ExtractPoseParams:
-    """What ``extract_poses`` samples and whom it follows.
+    """What ``extract_driving_poses`` samples and whom it follows.
 
     ``frame_interval`` s, ``start_frame`` a and ``max_frames`` m take source frames a, a + s,
     a + 2s, ... (at most m; frame numbers on the nominal-rate grid, see ``media.video``).
-    ``person`` picks the person in the photo and, in the first video frame with anybody, the
-    person to track: ``"auto"`` = the largest, most central one, or an index in detector order.
+    ``person`` picks, in the first driving frame with anybody, the person to track: ``"auto"`` =
+    the largest, most central one, or an index in detector order. A still image as the driving
+    input is one frame played at ``image_fps`` (the frame interval does not apply to it).
     ``batch_size`` (pose-model crops per run), ``device`` and ``chunk_frames`` (sampled frames
     per resume checkpoint) do not change the result's meaning and are marked ``key=False``.
     """
@@ -94,123 +102,176 @@ class ExtractPoseParams:
     max_frames: int | None = None
     start_frame: int = 0
     person: Literal["auto"] | int = "auto"
+    image_fps: float = DEFAULT_IMAGE_FPS
     batch_size: int = _non_key(16)
     device: Literal["auto", "cuda", "cpu"] = _non_key("auto")
     chunk_frames: int = _non_key(DEFAULT_CHUNK_FRAMES)
 
 
 @dataclass(frozen=True)
+class DrivingInfo:
+    """The driving input as extraction sees it: a video, or a still image posed as one frame."""
+
+    path: Path
+    is_image: bool
+    source_fps: Fraction  # the video's nominal rate, or ``image_fps`` for a still image
+    num_frames: int
+    is_num_frames_estimated: bool
+    width_px: int
+    height_px: int
+
+
+@dataclass(frozen=True)
 class ExtractPoseResult:
-    """What ``extract_poses`` wrote and learned."""
+    """What ``extract_driving_poses`` wrote and learned."""
 
     num_frames: int  # poses in the driving file
-    fps: Fraction  # of the driving sequence: source fps / frame_interval
+    fps: Fraction  # of the driving sequence: source fps / frame_interval (image_fps for an image)
     source_fps: Fraction
     source_frames: tuple[int, ...]  # source frame number of each driving pose
     provider_message: str | None  # which onnxruntime provider ran; None if everything was resumed
     warnings: tuple[str, ...]  # already logged
     resumed_frames: int  # driving poses taken from partial_dir instead of computed
-    people_in_photo: int
+    is_image: bool  # the driving input was a still image
 
 
-def check_extract_inputs(photo: Path, video: Path, params: ExtractPoseParams) -> VideoInfo:
-    """Cheap checks before any model loads: params, a readable photo, a decodable video.
+def check_driving_input(video: Path, params: ExtractPoseParams) -> DrivingInfo:
+    """Cheap checks before any model loads: params, a decodable video or a readable image.
 
-    Returns the video's ``VideoInfo``. Raises InputError naming the bad value or file.
+    Raises InputError naming the bad value or file.
     """
-    return _checked_inputs(photo, video, params)[0]
-
-
-def _checked_inputs(photo: Path, video: Path, params: ExtractPoseParams) -> tuple[VideoInfo, np.ndarray]:
-    from unianimate_cli.media.image import load_image
+    from unianimate_cli.media.image import load_image, media_kind
     from unianimate_cli.media.video import probe_video
 
     _check_params(params)
-    photo_rgb = load_image(photo)
+    video = Path(video)
+    if media_kind(video) == "image":
+        h, w = load_image(video).shape[:2]
+        if params.start_frame > 0:
+            raise InputError(
+                f"start frame {params.start_frame} is past the end of {video}: a still image is one frame",
+                "use start frame 0, or pass a video",
+            )
+        fps = Fraction(params.image_fps).limit_denominator(1001)
+        return DrivingInfo(video, True, fps, 1, False, w, h)
     info = probe_video(video)
     if not info.is_num_frames_estimated and params.start_frame >= info.num_frames:
         raise InputError(
             f"start frame {params.start_frame} is past the end of {video} ({info.num_frames} frames)",
             f"use a start frame from 0 to {info.num_frames - 1}",
         )
-    return info, photo_rgb
+    return DrivingInfo(
+        video, False, info.fps, info.num_frames, info.is_num_frames_estimated, info.width_px, info.height_px
+    )
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} {value!r} is not a positive integer", "use 1 or more")
+
+
+def check_person(person: object) -> None:
+    """``"auto"`` or a person index >= 0; raises InputError otherwise."""
+    if person != "auto" and (isinstance(person, bool) or not isinstance(person, int) or person < 0):
+        raise InputError(f"person {person!r} is not 'auto' or an index >= 0", "use 'auto', 0, 1, ...")
+
+
+def _check_device(device: str) -> None:
+    if device not in ("auto", "cuda", "cpu"):
+        raise InputError(f"device {device!r} is not one of auto, cuda, cpu")
 
 
 def _check_params(params: ExtractPoseParams) -> None:
-    def positive(name: str, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} {value!r} is not a positive integer", "use 1 or more")
-
-    positive("frame interval", params.frame_interval)
-    positive("batch size", params.batch_size)
-    positive("chunk size", params.chunk_frames)
+    _positive_int("frame interval", params.frame_interval)
+    _positive_int("batch size", params.batch_size)
+    _positive_int("chunk size", params.chunk_frames)
     if params.max_frames is not None:
-        positive("max frames", params.max_frames)
+        _positive_int("max frames", params.max_frames)
     if isinstance(params.start_frame, bool) or not isinstance(params.start_frame, int) or params.start_frame < 0:
         raise InputError(f"start frame {params.start_frame!r} is not a whole number >= 0", "use 0 or more")
-    person = params.person
-    if person != "auto" and (isinstance(person, bool) or not isinstance(person, int) or person < 0):
-        raise InputError(f"person {person!r} is not 'auto' or an index >= 0", "use 'auto', 0, 1, ...")
-    if params.device not in ("auto", "cuda", "cpu"):
-        raise InputError(f"device {params.device!r} is not one of auto, cuda, cpu")
+    fps = params.image_fps
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise InputError(f"image fps {fps!r} is not a positive number", f"use e.g. {DEFAULT_IMAGE_FPS:g}")
+    check_person(params.person)
+    _check_device(params.device)
 
 
-def _expected_total(info: VideoInfo, params: ExtractPoseParams) -> int:
-    left = max(0, info.num_frames - params.start_frame)
+def _expected_total(driving: DrivingInfo, params: ExtractPoseParams) -> int:
+    left = max(0, driving.num_frames - params.start_frame)
     total = -(-left // params.frame_interval)
     return total if params.max_frames is None else min(total, params.max_frames)
 
 
-def extract_poses(
-    photo: Path,
+def _decode_driving(
+    driving: DrivingInfo, params: ExtractPoseParams, skip: int, remaining: int | None
+) -> Iterator[DecodedFrame]:
+    """Sampled frames after the first ``skip`` ones; a still image is frame 0 and nothing more."""
+    if not driving.is_image:
+        from unianimate_cli.media.video import iter_frames
+
+        yield from iter_frames(
+            driving.path,
+            frame_interval=params.frame_interval,
+            max_frames=remaining,
+            start_frame=params.start_frame + skip * params.frame_interval,
+        )
+        return
+    if skip == 0 and remaining != 0:
+        from unianimate_cli.media.image import load_image
+        from unianimate_cli.media.video import DecodedFrame
+
+        yield DecodedFrame(0, 0.0, 0.0, load_image(driving.path))
+
+
+def extract_driving_poses(
     video: Path,
     detector_onnx: Path,
     pose_onnx: Path,
-    out_reference: Path,
     out_driving: Path,
     out_preview: Path | None,
     params: ExtractPoseParams,
     partial_dir: Path,
     progress: Progress | None = None,
 ) -> ExtractPoseResult:
-    """Pose the photo and every sampled video frame; write both pose files and a preview.
+    """Pose every sampled frame of the driving video (or a still image); write the poses and a preview.
 
-    Files: ``out_reference`` (PoseSequence of 1 frame) and ``out_driving`` (one PoseFrame per
-    sampled frame, ``fps`` = source fps / interval, ``source_frames`` = source frame numbers,
-    ``meta`` = sampling facts) as ``unianimate.poses`` JSONL, atomically; ``out_preview`` (if
-    given) an H.264 mp4 of the driving skeletons with face, at the source's aspect ratio.
+    Files: ``out_driving`` (one PoseFrame per sampled frame, ``fps`` = source fps / interval,
+    ``source_frames`` = source frame numbers, ``meta`` = sampling facts) as ``unianimate.poses``
+    JSONL, atomically; ``out_preview`` (if given) an H.264 mp4 of the skeletons with face, at
+    the source's aspect ratio. A still image gives one frame at ``params.image_fps``; nobody in
+    it is an InputError naming the file (a video frame with nobody gets an empty pose and a
+    warning instead).
 
-    Order: params, photo and video are checked first (InputError before any model loads), then
-    the photo is posed (no person -> InputError naming it; several -> ``params.person`` and a
-    warning), then the video is decoded as a stream.
+    Order: params and the input are checked first (InputError before any model loads), then
+    frames are decoded as a stream and posed, the chosen person tracked from frame to frame.
 
     Resume: sampled frames are processed in chunks of ``params.chunk_frames``; each finished
-    chunk is saved atomically as ``partial_dir/chunk_00000.jsonl``, ... (and the photo's pose as
-    ``partial_dir/reference.jsonl``). Called again with the same ``partial_dir`` and arguments,
-    finished chunks are loaded, decoding starts at the first unfinished chunk, the tracker is
-    replayed over the loaded poses, and the outputs equal those of an uninterrupted run (pose
-    model batches never straddle chunks, so they are the same batches). Partial files written
-    for other sampling params or another video/photo size are discarded with a warning. On
-    success the partial files are removed. ``progress(done, total)`` runs after each frame; when
-    ``done`` is a multiple of ``chunk_frames`` that chunk is already saved, so a callback that
-    raises keeps it (a short last chunk is saved when the video ends, after its last call).
-    ``total`` is estimated from the container's frame count.
+    chunk is saved atomically as ``partial_dir/chunk_00000.jsonl``, ... Called again with the
+    same ``partial_dir`` and arguments, finished chunks are loaded, decoding starts at the first
+    unfinished chunk, the tracker is replayed over the loaded poses, and the outputs equal those
+    of an uninterrupted run (pose model batches never straddle chunks, so they are the same
+    batches). Partial files written for other sampling params or another input are discarded
+    with a warning. On success the partial files are removed. ``progress(done, total)`` runs
+    after each frame; when ``done`` is a multiple of ``chunk_frames`` that chunk is already
+    saved, so a callback that raises keeps it (a short last chunk is saved when the video ends,
+    after its last call). ``total`` is estimated from the container's frame count.
     """
-    from unianimate_cli.media.video import iter_frames, output_fps
+    from unianimate_cli.media.video import output_fps
 
-    photo, video, partial_dir = Path(photo), Path(video), Path(partial_dir)
-    info, photo_rgb = _checked_inputs(photo, video, params)
-    fps = output_fps(info.fps, params.frame_interval)
+    video, partial_dir = Path(video), Path(partial_dir)
+    driving = check_driving_input(video, params)
+    fps = driving.source_fps if driving.is_image else output_fps(driving.source_fps, params.frame_interval)
     chunk = params.chunk_frames
     warnings: list[str] = []
 
-    state = _partial_state(photo, video, params)
-    _prepare_partial(partial_dir, state, warnings)
+    _prepare_partial(partial_dir, _partial_state(video, params), warnings)
     done_chunks = _load_chunks(partial_dir, params)
     done_frames = [f for c in done_chunks for f in c.frames]
     done_sources = [i for c in done_chunks for i in (c.source_frames or ())]
     is_complete = bool(done_chunks) and (
-        len(done_chunks[-1]) < chunk or (params.max_frames is not None and len(done_frames) >= params.max_frames)
+        len(done_chunks[-1]) < chunk
+        or (params.max_frames is not None and len(done_frames) >= params.max_frames)
+        or (driving.is_image and len(done_frames) >= 1)
     )
 
     model: DWPose | None = None
@@ -223,11 +284,7 @@ def extract_poses(
             model = DWPose(detector_onnx, pose_onnx, device=params.device, batch_size=params.batch_size)
         return model
 
-    # ----- the photo (resumable too: a finished extraction needs no model at all) -----
-    reference, people_in_photo = _photo_pose(photo, photo_rgb, partial_dir, params, get_model, warnings)
-
-    # ----- the video, chunk by chunk -----
-    total = max(_expected_total(info, params), len(done_frames))
+    total = max(_expected_total(driving, params), len(done_frames))
     frames = list(done_frames)
     sources = list(done_sources)
     if done_frames:
@@ -240,12 +297,7 @@ def extract_poses(
         counts.first_crowded_frame = first if isinstance(first, int) else None
     if not is_complete:
         remaining = None if params.max_frames is None else params.max_frames - len(done_frames)
-        decoded = iter_frames(
-            video,
-            frame_interval=params.frame_interval,
-            max_frames=remaining,
-            start_frame=params.start_frame + len(done_frames) * params.frame_interval,
-        )
+        decoded = _decode_driving(driving, params, len(done_frames), remaining)
         pending_sources: deque[int] = deque()
         stream = _people_stream(decoded, chunk, get_model, pending_sources, counts)
         # Replaying the finished poses as one-person frames puts the tracker in the state an
@@ -279,34 +331,80 @@ def extract_poses(
             f"no frames taken from {video}: start frame {params.start_frame} is at or past its end",
             "use a smaller start frame",
         )
+    if driving.is_image and frames[0].box_xyxy is None:
+        raise InputError(f"no person found in {video}", "use an image where one whole body is visible")
     warnings.extend(counts.warnings(video.name, len(frames)))
 
     meta = {
         "video": video.name,
-        "source_fps": str(info.fps),
+        "is_image": driving.is_image,
+        "source_fps": str(driving.source_fps),
         "fps": str(fps),
         "frame_interval": params.frame_interval,
         "start_frame": params.start_frame,
         "max_frames": params.max_frames,
-        "source_width_px": info.width_px,
-        "source_height_px": info.height_px,
+        "source_width_px": driving.width_px,
+        "source_height_px": driving.height_px,
     }
-    save_poses(out_reference, PoseSequence((reference,), source=photo.name, meta={"people_found": people_in_photo}))
-    driving = PoseSequence(tuple(frames), fps=float(fps), source=video.name, source_frames=tuple(sources), meta=meta)
-    save_poses(out_driving, driving)
+    poses = PoseSequence(tuple(frames), fps=float(fps), source=video.name, source_frames=tuple(sources), meta=meta)
+    save_poses(out_driving, poses)
     if out_preview is not None:
-        write_pose_preview(out_preview, driving.frames, fps)
+        write_pose_preview(out_preview, poses.frames, fps)
     _clear_partial(partial_dir)
     return ExtractPoseResult(
         num_frames=len(frames),
         fps=fps,
-        source_fps=info.fps,
+        source_fps=driving.source_fps,
         source_frames=tuple(sources),
         provider_message=None if model is None else model.provider_message,
         warnings=tuple(warnings),
         resumed_frames=len(done_frames),
-        people_in_photo=people_in_photo,
+        is_image=driving.is_image,
     )
+
+
+@dataclass(frozen=True)
+class ReferencePoseResult:
+    """What ``extract_reference_pose`` found in the photo."""
+
+    people_found: int
+    provider_message: str
+    warnings: tuple[str, ...]  # already logged
+
+
+def extract_reference_pose(
+    photo: Path,
+    detector_onnx: Path,
+    pose_onnx: Path,
+    out_reference: Path,
+    person: Literal["auto"] | int = "auto",
+    device: Literal["auto", "cuda", "cpu"] = "auto",
+) -> ReferencePoseResult:
+    """Pose the person in the photo: the body the driving poses are fitted to (stage ``align``).
+
+    Writes ``out_reference``: a ``unianimate.poses`` file of one frame (``meta.people_found``).
+    ``person`` picks among several people (``"auto"``: the largest, most central one; a warning
+    says so). Nobody in the photo, or an index past the people found, is an InputError naming
+    the file; so is a file that is no readable image (checked before the models load).
+    """
+    from unianimate_cli.media.image import load_image
+    from unianimate_cli.pose.dwpose import DWPose, select_person
+
+    check_person(person)
+    _check_device(device)
+    photo = Path(photo)
+    photo_rgb = load_image(photo)
+    model = DWPose(detector_onnx, pose_onnx, device=device, batch_size=1)
+    people = model.people(np.ascontiguousarray(photo_rgb[..., ::-1]), whole_image_fallback=False)
+    chosen = select_person(people, person, str(photo))  # logs its own line for several
+    warnings: list[str] = []
+    if len(people) > 1:
+        how = "the largest, most central one" if person == "auto" else f"person {person}"
+        warnings.append(f"{len(people)} people found in {photo}; using {how}")
+        if person != "auto":  # select_person logs the "auto" choice itself
+            log.warning(warnings[-1])
+    save_poses(out_reference, PoseSequence((chosen,), source=photo.name, meta={"people_found": len(people)}))
+    return ReferencePoseResult(len(people), model.provider_message, tuple(warnings))
 
 
 def write_pose_preview(path: Path, frames: tuple[PoseFrame, ...] | list[PoseFrame], fps: Fraction | float) -> None:
@@ -388,59 +486,19 @@ def _people_stream(
             return
 
 
-def _photo_pose(
-    photo: Path,
-    photo_rgb: np.ndarray,
-    partial_dir: Path,
-    params: ExtractPoseParams,
-    get_model: Callable[[], DWPose],
-    warnings: list[str],
-) -> tuple[PoseFrame, int]:
-    def crowd_warning(num_people: int) -> str | None:
-        if num_people <= 1:
-            return None
-        how = "the largest, most central one" if params.person == "auto" else f"person {params.person}"
-        return f"{num_people} people found in {photo}; using {how}"
-
-    saved = partial_dir / _REFERENCE_FILE
-    if saved.is_file():
-        try:
-            seq = load_poses(saved)
-            num_people = seq.meta.get("people_found")
-            if len(seq) == 1 and isinstance(num_people, int):
-                message = crowd_warning(num_people)
-                if message is not None:
-                    log.warning(message)
-                    warnings.append(message)
-                return seq[0], num_people
-        except InputError:
-            pass
-        log.warning("discarding unreadable partial file %s", saved)
-        saved.unlink(missing_ok=True)
-    from unianimate_cli.pose.dwpose import select_person
-
-    people = get_model().people(np.ascontiguousarray(photo_rgb[..., ::-1]), whole_image_fallback=False)
-    chosen = select_person(people, params.person, str(photo))  # logs its own line for several
-    message = crowd_warning(len(people))
-    if message is not None:
-        warnings.append(message)
-    save_poses(saved, PoseSequence((chosen,), source=photo.name, meta={"people_found": len(people)}))
-    return chosen, len(people)
-
-
 # ----- partial files -----------------------------------------------------------------------------
 
 
-def _partial_state(photo: Path, video: Path, params: ExtractPoseParams) -> dict[str, Any]:
+def _partial_state(video: Path, params: ExtractPoseParams) -> dict[str, Any]:
     """What partial chunks depend on; a mismatch discards them (the runner's key covers content)."""
     return {
         "version": _PARTIAL_VERSION,
-        "photo": {"name": photo.name, "size": photo.stat().st_size},
         "video": {"name": video.name, "size": video.stat().st_size},
         "frame_interval": params.frame_interval,
         "start_frame": params.start_frame,
         "max_frames": params.max_frames,
         "person": params.person,
+        "image_fps": params.image_fps,
         "chunk_frames": params.chunk_frames,
     }
 
@@ -448,8 +506,7 @@ def _partial_state(photo: Path, video: Path, params: ExtractPoseParams) -> dict[
 def _partial_files(partial_dir: Path) -> list[Path]:
     if not partial_dir.is_dir():
         return []
-    names = (_STATE_FILE, _REFERENCE_FILE)
-    return sorted(p for p in partial_dir.iterdir() if p.name in names or _CHUNK_RE.match(p.name))
+    return sorted(p for p in partial_dir.iterdir() if p.name == _STATE_FILE or _CHUNK_RE.match(p.name))
 
 
 def _prepare_partial(partial_dir: Path, state: dict[str, Any], warnings: list[str]) -> None:
@@ -594,7 +651,7 @@ def align_and_draw(
         )
     ref_seq = load_poses(reference_poses)
     if len(ref_seq) == 0:
-        raise InputError(f"pose file {reference_poses} holds no photo pose", "run `unianimate extract-pose` again")
+        raise InputError(f"pose file {reference_poses} holds no photo pose", "run `unianimate align --force` again")
     reference = ref_seq[0]
     result = align_poses(reference, driving.frames, mode=params.mode, calibration=params.calibration)
     bad = next((i for i, f in enumerate(result.frames) if not f.is_finite()), None)

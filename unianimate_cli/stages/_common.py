@@ -44,3 +44,23 @@ def done_total_callback(task: ProgressTask) -> Callable[[int, int], None]:
         task.update(done, total)
 
     return cb
+
+
+def person_choice(value: str) -> Any:
+    """``--person`` as the pose library takes it: ``"auto"`` or an int index (InputError otherwise)."""
+    from unianimate_cli.errors import InputError
+
+    if value == "auto":
+        return value
+    try:
+        index = int(value)
+    except ValueError:
+        index = -1
+    if index < 0:
+        raise InputError(f"--person {value!r} is not 'auto' or a person index", "use auto, 0, 1, ...")
+    return index
+
+
+def onnx_device(device: str) -> Any:
+    """The global ``--device`` (auto, cpu, cuda, cuda:N) as DWPose's auto/cpu/cuda."""
+    return "auto" if device == "auto" else "cpu" if device == "cpu" else "cuda"
