@@ -258,6 +258,7 @@ def test_ranks_join_one_gloo_group_and_collectives_agree(launch: Launch) -> None
         assert r["broadcast"] == {"from": 0}
         assert r["broadcast_tensor"] == [5.0, 5.0]
         assert r["all_gather"] == [10 * k for k in range(WORLD_SIZE)]
+        assert r["broadcast_tensors"] == {"a": ["torch.float32", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]], "b": ["torch.int64", [7]]}
 
 
 @pytest.mark.slow

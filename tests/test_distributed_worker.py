@@ -103,6 +103,9 @@ def main(out_dir: Path, fixture_unet: Path, device: str = "cpu") -> None:
     report["broadcast"] = ctx.broadcast_object({"from": ctx.rank})
     report["broadcast_tensor"] = ctx.broadcast(torch.full((2,), float(ctx.rank + 5))).tolist()
     report["all_gather"] = [int(p.item()) for p in ctx.all_gather(torch.tensor([ctx.rank * 10]))]
+    sent = {"a": torch.arange(6.0).view(2, 3), "b": torch.tensor([7], dtype=torch.int64)} if ctx.is_main_process else None
+    got = ctx.broadcast_tensors(sent)
+    report["broadcast_tensors"] = {k: [str(v.dtype), v.tolist()] for k, v in got.items()}
     ctx.barrier()
 
     # One windowed render, sharded and alone.

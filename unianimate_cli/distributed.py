@@ -147,6 +147,24 @@ class DistContext:
         dist.broadcast_object_list(box, src=src, device=self._object_device())
         return box[0]  # type: ignore[no-any-return]
 
+    def broadcast_tensors(self, tensors: Mapping[str, torch.Tensor] | None, src: int = 0) -> dict[str, torch.Tensor]:
+        """Rank ``src``'s named tensors on every rank (on the CPU); other ranks pass None.
+
+        Names, shapes and dtypes go first as one small object, then each tensor as a tensor
+        collective (no pickling of the data: conditions of a long clip are gigabytes).
+        """
+        if not self.is_distributed:
+            return {name: t.detach().cpu() for name, t in (tensors or {}).items()}
+        specs: list[tuple[str, tuple[int, ...], torch.dtype]] = []
+        if self.rank == src:
+            assert tensors is not None, "the source rank must pass its tensors"
+            specs = [(name, tuple(t.shape), t.dtype) for name, t in tensors.items()]
+        out: dict[str, torch.Tensor] = {}
+        for name, shape, dtype in self.broadcast_object(specs, src=src):
+            local = tensors[name].detach().cpu() if self.rank == src and tensors is not None else torch.empty(shape, dtype=dtype)
+            out[name] = self.broadcast(local, src=src)
+        return out
+
     def all_gather_object(self, obj: T) -> list[T]:
         """Every rank's picklable ``obj``, in rank order (e.g. batch job results for rank 0)."""
         if not self.is_distributed:
