@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from unianimate_cli.distributed import DistContext
     from unianimate_cli.sampling.conditions import Conditions
     from unianimate_cli.sampling.render import RenderParams
     from unianimate_cli.weights import ModelSet
@@ -89,6 +90,15 @@ class AnimateParams:
     * ``device`` / ``dtype``: "auto" = CUDA with float16 when available, else CPU float32.
     * ``window_batch_size``, ``checkpoint_every_steps``, ``decode_chunk_frames``, ``device``
       change speed and memory, not the picture (batching changes float rounding slightly).
+      ``decode_chunk_frames`` 0 sizes the VAE's chunks to free GPU memory (2 on the CPU).
+    * ``batch_guidance``: "auto" (batch the two guidance passes when free memory allows),
+      "on" or "off". ``low_memory``: two-pass guidance, conditions on the CPU, UNet blocks
+      streamed from host memory (``runtime.stream_unet_weights``), small decode chunks: for
+      GPUs of 4-8 GB, slower. ``compile``: ``torch.compile`` each UNet block (minutes at the
+      first call; pays off over long renders). None of these change the picture beyond
+      float rounding.
+    * ``sampler``: "ddim" (the reference's) or "dpm++2m" (DPM-Solver++(2M), opt-in: fewer
+      ``num_steps`` for a similar picture; not the reference's result).
     """
 
     width_px: int = 512
@@ -112,7 +122,11 @@ class AnimateParams:
     keep_audio: bool = True
     device: str = "auto"
     dtype: str = "auto"
-    decode_chunk_frames: int = 2
+    decode_chunk_frames: int = 0
+    batch_guidance: Literal["auto", "on", "off"] = "auto"
+    low_memory: bool = False
+    compile: bool = False
+    sampler: Literal["ddim", "dpm++2m"] = "ddim"
 
     def validate(self, size_multiple: int = 64) -> None:
         """Cheap checks before any model loads; InputError naming the value and a fix.
@@ -134,7 +148,7 @@ class AnimateParams:
             ("window batch size", self.window_batch_size, 1),
             ("segment length", self.segment_length, 2),
             ("checkpoint interval", self.checkpoint_every_steps, 1),
-            ("decode chunk", self.decode_chunk_frames, 1),
+            ("decode chunk", self.decode_chunk_frames, 0),
         ):
             if isinstance(ivalue, bool) or not isinstance(ivalue, int) or ivalue < low:
                 raise InputError(f"{name} = {ivalue!r} is not an integer >= {low}")
@@ -171,6 +185,8 @@ class AnimateParams:
             context_size=self.context_size if context_size is None else context_size,
             context_overlap=self.context_overlap if context_overlap is None else context_overlap,
             window_batch_size=self.window_batch_size,
+            batch_guidance=False if self.low_memory else {"auto": None, "on": True, "off": False}[self.batch_guidance],
+            sampler=self.sampler,
         )
 
     def output_key(self) -> dict[str, Any]:
@@ -429,6 +445,16 @@ class _Models:
             self._to_device(self._unet)
         return self._unet
 
+    def zero_y(self) -> torch.Tensor:
+        """The empty-text embedding the UNet gets (float32 CPU), from CLIP once."""
+        if self._zero_y is None:
+            self._zero_y = self.clip().empty_text_features().float().cpu()
+        return self._zero_y
+
+    def set_zero_y(self, zero_y: torch.Tensor) -> None:
+        """Use a known empty-text embedding (sent by rank 0), so CLIP need not load here."""
+        self._zero_y = zero_y.float().cpu()
+
     def _to_device(self, module: Any) -> None:
         if next(module.parameters()).device != self.device:
             module.to(self.device)
@@ -512,6 +538,7 @@ class _Job:
     pose_files: list[Path]
     progress: Progress
     partial_dir: Path
+    dist: DistContext | None = None  # windows mode: the ranks that share the sampling
 
     def pose_images(self, indices: Sequence[int]) -> list[np.ndarray]:
         from unianimate_cli.media.image import load_image
@@ -576,15 +603,67 @@ def _load_job(
     )
 
 
-def _sample(job: _Job, conditions: Conditions, x_T: torch.Tensor, rparams: RenderParams, on_step: Any = None, resume: Any = None) -> torch.Tensor:
+def _sample(
+    job: _Job, conditions: Conditions, x_T: torch.Tensor, rparams: RenderParams, on_step: Any = None, resume: Any = None, dist: DistContext | None = None
+) -> torch.Tensor:
+    import contextlib
+
     import torch
 
     from unianimate_cli.sampling.render import render_latents
 
     unet = job.models.unet()
-    with torch.no_grad():
-        out = render_latents(unet, conditions.to(job.models.device), x_T.to(job.models.device), rparams, on_step=on_step, resume=resume)
+    shared: Any = contextlib.nullcontext()
+    if dist is not None and dist.is_distributed:
+        from unianimate_cli import launch
+
+        payload = _SharedRender(job.models.model_set, job.models.dtype, job.models.size, rparams, resume)
+        tensors = {"x_T": x_T, "zero_y": job.models.zero_y(), **_condition_tensors(conditions)}
+        shared = launch.shared_task(dist, _follow_render, payload, tensors)
+    with shared, torch.no_grad():
+        out = render_latents(
+            unet, conditions.to(job.models.device), x_T.to(job.models.device), rparams, on_step=on_step, resume=resume, dist=dist
+        )
     return out.float().cpu()
+
+
+@dataclass(frozen=True)
+class _SharedRender:
+    """What another rank needs to take its share of rank 0's windows-mode render (picklable)."""
+
+    model_set: ModelSet
+    dtype: torch.dtype
+    size: tuple[int, int]
+    rparams: RenderParams
+    resume: Any  # sampling.render.ResumeState (x_t on the CPU) or None
+
+
+def _condition_tensors(conditions: Conditions) -> dict[str, torch.Tensor]:
+    from unianimate_cli.sampling.conditions import CONDITION_KEYS
+
+    return {f"cond.{k}": getattr(conditions, k) for k in CONDITION_KEYS if getattr(conditions, k) is not None}
+
+
+def _follow_render(order: _SharedRender, tensors: dict[str, torch.Tensor], dist: DistContext) -> None:
+    """A follower rank's part of a windows-mode render (``launch.follow`` calls it).
+
+    The same UNet, conditions, x_T and resume state as rank 0 (sent by it), this rank's own
+    device; the latents come out on every rank, but only rank 0 keeps and writes them.
+    """
+    import torch
+
+    from unianimate_cli import runtime
+    from unianimate_cli.sampling.conditions import Conditions
+    from unianimate_cli.sampling.render import render_latents
+
+    runtime.apply_precision_policy(order.dtype)
+    models = _Models(order.model_set, dist.device, order.dtype, *order.size)
+    models.set_zero_y(tensors["zero_y"])
+    conditions = Conditions(**{k[len("cond.") :]: v for k, v in tensors.items() if k.startswith("cond.")})
+    with torch.no_grad():
+        render_latents(
+            models.unet(), conditions.to(dist.device), tensors["x_T"].to(dist.device), order.rparams, resume=order.resume, dist=dist
+        )
 
 
 # --------------------------------------------------------------------------- windows mode
@@ -649,7 +728,7 @@ def _render_windows(job: _Job, resumed: list[bool]) -> tuple[torch.Tensor, np.nd
             _save_tensors(state_path, ResumeState.from_step(state, plan).to_tensors())
         job.progress("steps", finished, len(plan))
 
-    latents = _sample(job, conditions, x_T, rparams, on_step=on_step, resume=resume)
+    latents = _sample(job, conditions, x_T, rparams, on_step=on_step, resume=resume, dist=job.dist)
     _save_tensors(latents_path, {"latents": latents})
     job.models.offload("unet")
     return latents, job.decode(latents), len(plan) - start
@@ -843,6 +922,7 @@ def animate(
     progress: Progress | None = None,
     frames_dir: Path | None = None,
     latents_out: Path | None = None,
+    dist: DistContext | None = None,
 ) -> AnimateResult:
     """Render ``out_video`` from ``photo`` and the pose frames of ``condition_frames_dir``.
 
@@ -854,9 +934,23 @@ def animate(
     ``latents``; ``extend`` reads it). Resumes from ``partial_dir`` (module docstring).
     Raises InputError/ProjectError for bad inputs before loading any model; a
     KeyboardInterrupt (e.g. raised by ``progress``) leaves the last checkpoint in place.
+
+    ``dist``: on rank 0 of a torchrun launch (``launch.active_dist()``), the ranks that
+    share the windows of every DDIM step while the others run ``launch.follow``; this call
+    still does all the rest (and all the writing) alone. Continuation segments depend on
+    each other, so that mode renders on rank 0 alone.
     """
     fps = _as_fps(fps)
     job = _load_job(model_set, photo, condition_frames_dir, partial_dir, params, progress)
+    if dist is not None and dist.is_distributed:
+        if params.long_mode == "continuation":
+            logger.warning(
+                "segments mode renders on rank 0 alone (each segment starts from the last one's frame); "
+                "the other %d rank(s) wait. Use --mode windows to split the render across ranks",
+                dist.world_size - 1,
+            )
+        else:
+            job.dist = dist
     ref_pose_file = condition_frame_files(condition_frames_dir)[0]
     plan = _fingerprint(params.long_mode, params, Path(photo), ref_pose_file, job.pose_files, model_set, {})
     resumed: list[bool] = []

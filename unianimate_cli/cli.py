@@ -205,6 +205,40 @@ def _internal_error(sess: Session, exc: BaseException) -> None:
     raise typer.Exit(EXIT_USER_ERROR) from None
 
 
+def run_command(opts: GlobalOptions, body: Callable[[Session], None]) -> None:
+    """Run a stage command's ``body`` in the error boundary; under torchrun, on rank 0 alone.
+
+    The other ranks follow rank 0 (``launch.run_follower``): they take their share of its
+    windows-mode render and exit with its exit code, printing nothing on stdout.
+    """
+    from unianimate_cli import distributed
+
+    if not distributed.is_launched_by_torchrun():
+        with session(opts) as sess:
+            body(sess)
+        return
+    from unianimate_cli import launch
+
+    if launch.rank_from_env() != 0:
+        raise typer.Exit(launch.run_follower(opts.device, debug=opts.debug))
+    started: Any = None
+    code = EXIT_USER_ERROR
+    try:
+        with session(opts) as sess:
+            started = launch.start(opts.device)
+            if started.ctx.is_distributed:
+                opts.device = str(started.ctx.device)  # cuda:LOCAL_RANK, or cpu (gloo)
+                log.info("rank 0 of %d (%s on %s)", started.ctx.world_size, started.ctx.backend, started.ctx.device)
+            body(sess)
+        code = 0
+    except typer.Exit as exc:
+        code = int(exc.exit_code)
+        raise
+    finally:
+        if started is not None:
+            launch.stop(started, code)
+
+
 # ---------------------------------------------------------------------------- projects
 
 
@@ -334,6 +368,12 @@ def run_stage_command(sess: Session, registry: Any, stage_name: str, inputs: lis
 
     ``given`` holds the flags actually given, by stage section (upstream stages' too).
     """
+    payload = stage_payload(sess, registry, stage_name, inputs, given)
+    sess.emit(payload, list(payload["outputs"].values()))
+
+
+def stage_payload(sess: Session, registry: Any, stage_name: str, inputs: list[Path], given: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """:func:`run_stage_command` without the printing: the ``--json`` record of the run."""
     from unianimate_cli.config import load_settings
     from unianimate_cli.console import ProgressDisplay
     from unianimate_cli.project import Project
@@ -376,7 +416,7 @@ def run_stage_command(sess: Session, registry: Any, stage_name: str, inputs: lis
             for r in results
         ],
     }
-    sess.emit(payload, [str(p) for p in target.outputs.values()])
+    return payload
 
 
 # ---------------------------------------------------------------------------- stage commands
@@ -420,9 +460,6 @@ def _stage_option(stage_name: str, pname: str, f: dataclasses.Field[Any], hint: 
 
 def make_stage_command(registry: Any, stage: Any) -> Callable[..., None]:
     """A Typer command for a stage: PHOTO VIDEO | PROJECT, one option per params field."""
-    from unianimate_cli.config import defaults_of, field_types
-    from unianimate_cli.stage import stage_section
-
     params: list[inspect.Parameter] = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter(
@@ -435,6 +472,38 @@ def make_stage_command(registry: Any, stage: Any) -> Callable[..., None]:
             ],
         ),
     ]
+    options, owners = stage_options(registry, stage)
+    params.extend(options)
+    params.extend(_global_parameters())
+
+    def command(ctx: typer.Context, **kwargs: Any) -> None:
+        opts = _options(ctx, {k: kwargs.pop(k) for k in GLOBAL_NAMES})
+        inputs = list(kwargs.pop("inputs") or [])
+        given = given_settings(owners, kwargs)
+        run_command(opts, lambda sess: run_stage_command(sess, registry, stage.name, inputs, given))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__name__ = stage.name.replace("-", "_")
+    examples = getattr(stage, "examples", ()) or ()
+    doc = getattr(stage, "summary", "") or stage.name
+    description = getattr(stage, "description", "")
+    if description:
+        doc += "\n\n" + description
+    if examples:
+        doc += "\n\n[bold]Examples[/bold]\n\n" + "\n\n".join(f"  {e}" for e in examples)
+    command.__doc__ = doc
+    return command
+
+
+def stage_options(registry: Any, stage: Any) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str]]]:
+    """A command's ``--flags`` for ``stage`` and the stages it runs first, and who owns each.
+
+    The owners map a Python parameter name to (stage section, field) for :func:`given_settings`.
+    """
+    from unianimate_cli.config import defaults_of, field_types
+    from unianimate_cli.stage import stage_section
+
+    params: list[inspect.Parameter] = []
     # Options of the stage itself, then those of the stages it runs first (``animate
     # --frame-interval 2`` reaches extract-pose), unless a nearer stage already uses the name.
     owners: dict[str, tuple[str, str]] = {}  # python parameter name -> (stage section, field)
@@ -450,30 +519,17 @@ def make_stage_command(registry: Any, stage: Any) -> Callable[..., None]:
             pname = f.name if owner is stage else f"{section}__{f.name}"
             owners[pname] = (section, f.name)
             params.append(_stage_option(owner.name, pname, f, hints[f.name], defaults[f.name]))
-    params.extend(_global_parameters())
+    return params, owners
 
-    def command(ctx: typer.Context, **kwargs: Any) -> None:
-        opts = _options(ctx, {k: kwargs.pop(k) for k in GLOBAL_NAMES})
-        inputs = list(kwargs.pop("inputs") or [])
-        given: dict[str, dict[str, Any]] = {}
-        for pname, value in kwargs.items():
-            if value is not None:
-                section, name = owners[pname]
-                given.setdefault(section, {})[name] = value
-        with session(opts) as sess:
-            run_stage_command(sess, registry, stage.name, inputs, given)
 
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__name__ = stage.name.replace("-", "_")
-    examples = getattr(stage, "examples", ()) or ()
-    doc = getattr(stage, "summary", "") or stage.name
-    description = getattr(stage, "description", "")
-    if description:
-        doc += "\n\n" + description
-    if examples:
-        doc += "\n\n[bold]Examples[/bold]\n\n" + "\n\n".join(f"  {e}" for e in examples)
-    command.__doc__ = doc
-    return command
+def given_settings(owners: dict[str, tuple[str, str]], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The stage flags actually given (not None), by stage section, from a command's kwargs."""
+    given: dict[str, dict[str, Any]] = {}
+    for pname, value in values.items():
+        if value is not None and pname in owners:
+            section, name = owners[pname]
+            given.setdefault(section, {})[name] = value
+    return given
 
 
 # ---------------------------------------------------------------------------- status
@@ -735,6 +791,10 @@ def build_app(registry: Any = None) -> typer.Typer:
     for stage in registry:
         app.command(stage.name, rich_help_panel="Stages")(make_stage_command(registry, stage))
     app.command("status", rich_help_panel="Projects")(_status_command(registry))
+    if "animate" in registry:
+        from unianimate_cli.batch import make_batch_command
+
+        app.command("batch", rich_help_panel="Projects")(make_batch_command(registry))
     app.add_typer(_weights_app(), name="weights", rich_help_panel="Projects")
     app.add_typer(_dev_app(), name="dev", hidden=True)
     return app

@@ -66,6 +66,17 @@ class Logging:
         self.log_file = path
         return path
 
+    def drop_file(self) -> None:
+        """Stop logging to the file of :meth:`add_file` (batch mode: one log file per job)."""
+        if self.log_file is None:
+            return
+        root = logging.getLogger()
+        for h in [h for h in self.handlers if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == self.log_file.absolute()]:
+            root.removeHandler(h)
+            h.close()
+            self.handlers.remove(h)
+        self.log_file = None
+
     def close(self) -> None:
         root = logging.getLogger()
         for h in self.handlers:

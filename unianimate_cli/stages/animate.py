@@ -113,7 +113,7 @@ class AnimateStage(BaseStage):
         return weight_paths(ctx, MODEL_COMPONENTS)
 
     def run(self, ctx: StageContext, params: AnimateSettings) -> None:
-        from unianimate_cli import animation
+        from unianimate_cli import animation, launch
         from unianimate_cli.stages._common import model_set
 
         width, height = resolution(ctx, params.width, params.height)
@@ -132,6 +132,7 @@ class AnimateStage(BaseStage):
                 progress=bars,
                 latents_out=ctx.output("render.latents"),
                 frames_dir=Path(params.frames).expanduser().resolve() if params.frames else None,
+                dist=launch.active_dist(),  # under torchrun: the ranks share the windows
             )
         finally:
             bars.close()

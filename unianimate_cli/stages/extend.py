@@ -8,12 +8,15 @@ whole longer video to ``extend/out.mp4`` (``unianimate_cli.animation.extend``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from unianimate_cli.errors import InputError
 from unianimate_cli.stage import Artifact, BaseStage, StageContext, param
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class ExtendStage(BaseStage):
     def run(self, ctx: StageContext, params: ExtendSettings) -> None:
         from safetensors import safe_open
 
-        from unianimate_cli import animation
+        from unianimate_cli import animation, launch
         from unianimate_cli.stages._common import model_set
 
         with safe_open(str(ctx.input("render.latents")), framework="pt") as fh:
@@ -90,6 +93,9 @@ class ExtendStage(BaseStage):
             dtype=params.dtype,
         )
         fps, audio = animation.timing_from_poses(ctx.input("pose.aligned"), ctx.input("user:video"))
+        dist = launch.active_dist()
+        if dist is not None:
+            log.warning("extend renders last-frame segments on rank 0 alone; the other %d rank(s) wait", dist.world_size - 1)
         bars = animation.ProgressBars(ctx.progress)
         try:
             result = animation.extend(
