@@ -90,15 +90,6 @@ class AnimateParams:
     * ``device`` / ``dtype``: "auto" = CUDA with float16 when available, else CPU float32.
     * ``window_batch_size``, ``checkpoint_every_steps``, ``decode_chunk_frames``, ``device``
       change speed and memory, not the picture (batching changes float rounding slightly).
-      ``decode_chunk_frames`` 0 sizes the VAE's chunks to free GPU memory (2 on the CPU).
-    * ``batch_guidance``: "auto" (batch the two guidance passes when free memory allows),
-      "on" or "off". ``low_memory``: two-pass guidance, conditions on the CPU, UNet blocks
-      streamed from host memory (``runtime.stream_unet_weights``), small decode chunks: for
-      GPUs of 4-8 GB, slower. ``compile``: ``torch.compile`` each UNet block (minutes at the
-      first call; pays off over long renders). None of these change the picture beyond
-      float rounding.
-    * ``sampler``: "ddim" (the reference's) or "dpm++2m" (DPM-Solver++(2M), opt-in: fewer
-      ``num_steps`` for a similar picture; not the reference's result).
     """
 
     width_px: int = 512
@@ -122,11 +113,7 @@ class AnimateParams:
     keep_audio: bool = True
     device: str = "auto"
     dtype: str = "auto"
-    decode_chunk_frames: int = 0
-    batch_guidance: Literal["auto", "on", "off"] = "auto"
-    low_memory: bool = False
-    compile: bool = False
-    sampler: Literal["ddim", "dpm++2m"] = "ddim"
+    decode_chunk_frames: int = 2
 
     def validate(self, size_multiple: int = 64) -> None:
         """Cheap checks before any model loads; InputError naming the value and a fix.
@@ -148,7 +135,7 @@ class AnimateParams:
             ("window batch size", self.window_batch_size, 1),
             ("segment length", self.segment_length, 2),
             ("checkpoint interval", self.checkpoint_every_steps, 1),
-            ("decode chunk", self.decode_chunk_frames, 0),
+            ("decode chunk", self.decode_chunk_frames, 1),
         ):
             if isinstance(ivalue, bool) or not isinstance(ivalue, int) or ivalue < low:
                 raise InputError(f"{name} = {ivalue!r} is not an integer >= {low}")
@@ -185,8 +172,6 @@ class AnimateParams:
             context_size=self.context_size if context_size is None else context_size,
             context_overlap=self.context_overlap if context_overlap is None else context_overlap,
             window_batch_size=self.window_batch_size,
-            batch_guidance=False if self.low_memory else {"auto": None, "on": True, "off": False}[self.batch_guidance],
-            sampler=self.sampler,
         )
 
     def output_key(self) -> dict[str, Any]:
