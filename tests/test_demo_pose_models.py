@@ -175,7 +175,7 @@ def test_no_person_on_blank_or_person_free_images(model: DWPose) -> None:
         extract_photo_pose(model, np.full((256, 192, 3), 128, np.uint8), "blank.png")
 
 
-def test_hidden_and_absent_points_score_low(model: DWPose, degraded_samples: list[PoseSample]) -> None:
+def test_hidden_and_absent_points_score_low(model: DWPose) -> None:
     # a person-sized box on person-free images: keypoints mostly invisible (measured: 7% of them
     # over 30 backgrounds, all in 3 crops of blurred shapes; the detector never offers such a box)
     visible = []
@@ -184,16 +184,18 @@ def test_hidden_and_absent_points_score_low(model: DWPose, degraded_samples: lis
         est = model.estimate(blank.image_bgr, np.array([[40.0, 30.0, 150.0, 230.0]]))
         visible.append(float((est.scores[0] > 0.3).mean()))
     assert np.mean(visible) <= 0.25 and np.median(visible) == 0.0, visible
-    # turned heads: most ground-truth hidden eyes and ears fall under the visibility threshold
-    hidden, scores = 0, []
-    for s in degraded_samples + held_out_samples(range(520, 540), is_degraded=False):
-        idx = np.array([1, 2, 3, 4])[~s.visible[[1, 2, 3, 4]]]
-        if idx.size:
-            assert s.box_xyxy is not None
-            scores.extend(model.estimate(s.image_bgr, np.array([s.box_xyxy])).scores[0][idx])
-            hidden += idx.size
-    assert hidden >= 5
-    assert np.mean(np.array(scores) <= 0.3) >= 0.5, scores
+    # turned heads: most hidden eyes, ears and face points score under the visibility threshold
+    # (measured on these 60 figures: 64% of 69 hidden points, median 0.18; visible: 99.98%, median 1.0)
+    hidden, shown = [], []
+    idx = np.r_[1:5, 23:91]  # COCO eyes, ears and the 68 face points
+    for s in held_out_samples(range(700, 760), is_degraded=False):
+        assert s.box_xyxy is not None
+        scores = model.estimate(s.image_bgr, np.array([s.box_xyxy])).scores[0][idx]
+        hidden.extend(scores[~s.visible[idx]])
+        shown.extend(scores[s.visible[idx]])
+    assert len(hidden) >= 30
+    assert np.mean(np.array(hidden) <= 0.3) >= 0.5 and np.median(hidden) < 0.3, np.round(hidden, 2)
+    assert np.mean(np.array(shown) > 0.3) >= 0.99
 
 
 # ----- negative controls: the same graphs untrained ------------------------------------------------------
