@@ -152,6 +152,26 @@ def test_photo_pose_of_demo_frames_within_pixels(model: DWPose, height_px: int, 
     assert float(np.median(err)) <= 3.0 and float(err.max()) <= 0.08 * height_px, (np.median(err), err.max())
 
 
+def test_extract_stage_poses_a_demo_video(model: DWPose, tmp_path: Path) -> None:
+    """pose.pipeline's driving-video extraction (H.264 decode, tracking) with the demo models."""
+    from unianimate_cli.demo import write_example
+    from unianimate_cli.pose.keypoints import load_poses
+    from unianimate_cli.pose.pipeline import ExtractPoseParams, extract_driving_poses
+
+    ex = make_example(630, 10, 256, 192)
+    paths = write_example(tmp_path / "ex", ex)
+    out = tmp_path / "driving.jsonl"
+    params = ExtractPoseParams(device="cpu")
+    extract_driving_poses(paths["video"], DETECTOR, POSE, out, None, params, tmp_path / "partial")
+    found = load_poses(out).frames
+    assert len(found) == 10
+    for f, truth in zip(found, ex.keypoints_frames.frames):
+        vis = truth.body_visible
+        assert f.body_visible[vis].all()
+        err = np.linalg.norm((f.body[vis] - truth.body[vis]) * [192, 256], axis=1)
+        assert float(np.median(err)) <= 3.0 and float(err.max()) <= 15.0, err
+
+
 def test_keypoints_follow_the_pose_not_a_template(model: DWPose) -> None:
     """Against another frame's ground truth the same prediction is far off: the model reads the pose."""
     ex = make_example(610, 24, 256, 192)
