@@ -72,3 +72,4 @@ def test_feed_forward_row_chunks_match_one_pass(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setattr(FeedForward, "max_hidden_elements", 2 * 5 * 64)  # two rows per chunk
         chunked = ff(x)
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+

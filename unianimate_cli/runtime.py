@@ -238,6 +238,23 @@ def estimate_sampling_peak_bytes(num_frames: int, latent_hw: tuple[int, int], ba
     return int(UNET_FP16_RESIDENT_BYTES + items * pixels * ACTIVATION_BYTES_PER_ITEM_PIXEL)
 
 
+def sampling_memory_budget(device: torch.device, model: object = None) -> int | None:
+    """Bytes a sampler may plan with on ``device`` once ``model`` is loaded there (None on the CPU).
+
+    The driver's free memory, plus what PyTorch's cache holds unused, plus the UNet's fp16
+    weights when ``model`` already sits on the device (the estimates count them).
+    """
+    info = memory_info(device)
+    if info is None:
+        return None
+    budget = info.free_bytes + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    params = getattr(model, "parameters", None)
+    first = next(params(), None) if callable(params) else None
+    if isinstance(first, torch.Tensor) and first.device.type == "cuda":
+        budget += UNET_FP16_RESIDENT_BYTES
+    return int(budget)
+
+
 def choose_guidance_batching(
     device: torch.device, num_frames: int, latent_hw: tuple[int, int], budget_bytes: int | None = None
 ) -> bool:

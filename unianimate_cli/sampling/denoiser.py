@@ -15,9 +15,17 @@ Facts from ``tools/modules/diffusions/diffusion_ddim.py`` of ali-vilab/UniAnimat
 
 Batching: ``window_batch_size`` > 1 stacks windows along the batch axis of one UNet call per
 branch (the reference's ``context_batch_size``); same math, different float rounding (about
-2e-6 relative, fixture ``long_tiny`` ``cbs3``). The conditional and unconditional branches are
-never stacked into one call: the UNet's None (absent condition) is not the same as a zero
-tensor, and a batch cannot mix the two.
+2e-6 relative, fixture ``long_tiny`` ``cbs3``). ``batch_guidance`` stacks the conditional and
+unconditional branches into one UNet call of twice the batch, the unconditional half marked
+by the UNet's ``has_condition`` mask (the UNet's None, an absent condition, is not a zero
+tensor, so the mask, not zeros, makes those items unconditional): same math, batched
+rounding, about 1.1x faster per step on an H100 and twice the activations
+(``runtime.choose_guidance_batching`` decides from free memory).
+
+Condition features: a UNet with ``condition_features`` (``UniAnimateUNet``) gets the
+pose/reference-image features and image tokens of each window computed once, at the first
+step, and reused at every later step (``features=``); they depend on neither x_t nor t, so
+the result is the same bit for bit, and conditions kept on the CPU move to the device once.
 
 Several ranks (``dist``, a :class:`~unianimate_cli.distributed.DistContext` of world size > 1,
 every rank running the same sampling loop on the same ``x_t``): window ``i`` is evaluated by
@@ -39,11 +47,12 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from unianimate_cli.distributed import DistContext, shard_indices
+from unianimate_cli.models.unet import guided_pair_features
 from unianimate_cli.sampling.conditions import Conditions
 from unianimate_cli.sampling.windows import Window, batch_windows
 
@@ -108,6 +117,8 @@ class GuidedDenoiser:
         on_windows: Callable[[int, list[WindowOutput]], None] | None = None,
         on_batch: Callable[[int, int], None] | None = None,
         dist: DistContext | None = None,
+        batch_guidance: bool = False,
+        cache_features: bool = True,
     ) -> None:
         self.unet = unet
         self.conditions = conditions
@@ -120,6 +131,13 @@ class GuidedDenoiser:
         self.uncond = Conditions()
         self.dist = dist if dist is not None and dist.is_distributed else None
         self._ranks_checked = False
+        # Both fast paths need UniAnimateUNet's condition_features/features= API.
+        self._has_features = callable(getattr(unet, "condition_features", None))
+        self.batch_guidance = bool(batch_guidance) and self._has_features
+        if batch_guidance and not self._has_features:
+            logger.debug("this UNet has no condition_features; guidance runs as two calls")
+        self.cache_features = bool(cache_features) and self._has_features
+        self._features: dict[tuple[tuple[int, ...], ...], tuple[Any, ...]] = {}
 
     def __call__(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         return self.evaluate(x_t, t).v
@@ -144,11 +162,7 @@ class GuidedDenoiser:
             for group in batch_windows(list(windows), self.window_batch_size):
                 x_in = torch.cat([x_t[:, :, c] for c in group])
                 t_in = torch.full((x_in.shape[0],), t, dtype=torch.long, device=x_t.device)
-                # Conditions may live on the CPU (offload): only the window's slice moves.
-                cond = Conditions.concat([self.conditions.for_window(c) for c in group]).to(x_t.device)
-                out_cond = self.unet(x_in, t_in, **cond.unet_kwargs())
-                out_uncond = self.unet(x_in, t_in, **self.uncond.unet_kwargs())
-                self.unet_calls += 2
+                out_cond, out_uncond = self._branches(group, x_in, t_in)
                 for j, c in enumerate(group):
                     part_c = out_cond[j * batch : (j + 1) * batch]
                     part_u = out_uncond[j * batch : (j + 1) * batch]
@@ -169,6 +183,34 @@ class GuidedDenoiser:
         v_uncond = sum_uncond / counter
         return GuidedOutput(v_cond, v_uncond, guide(v_cond, v_uncond, self.guide_scale))
 
+    def _branches(self, group: list[Window], x_in: torch.Tensor, t_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(conditional, unconditional) UNet outputs for the windows ``group`` stacked in ``x_in``."""
+        key = tuple(tuple(c) for c in group)
+        cached = self._features.get(key)
+        if cached is None:
+            # Conditions may live on the CPU (offload): only the window's slice moves.
+            cond = Conditions.concat([self.conditions.for_window(c) for c in group]).to(x_in.device)
+            if self.batch_guidance:
+                cached = (guided_pair_features(self.unet, x_in, cond.unet_kwargs()),)  # type: ignore[arg-type]
+            elif self._has_features:
+                cached = (
+                    self.unet.condition_features(x_in, **cond.unet_kwargs()),  # type: ignore[attr-defined]
+                    self.unet.condition_features(x_in, **self.uncond.unet_kwargs()),  # type: ignore[attr-defined]
+                )
+            else:
+                cached = (cond.unet_kwargs(), self.uncond.unet_kwargs())
+            if self.cache_features:
+                self._features[key] = cached
+        if self.batch_guidance:
+            self.unet_calls += 1
+            batch = x_in.shape[0]
+            out = self.unet(torch.cat([x_in, x_in]), torch.cat([t_in, t_in]), features=cached[0])
+            return out[:batch], out[batch:]
+        self.unet_calls += 2
+        if self._has_features:
+            return self.unet(x_in, t_in, features=cached[0]), self.unet(x_in, t_in, features=cached[1])
+        return self.unet(x_in, t_in, **cached[0]), self.unet(x_in, t_in, **cached[1])
+
     def _evaluate_sharded(self, x_t: torch.Tensor, t: int, windows: list[Window], ctx: DistContext) -> GuidedOutput:
         """:meth:`evaluate` with this rank's windows only; outputs gathered, summed in window order."""
         if not self._ranks_checked:
@@ -182,10 +224,7 @@ class GuidedDenoiser:
             for group in batch_windows(mine, self.window_batch_size) if mine else []:
                 x_in = torch.cat([x_t[:, :, c] for c in group])
                 t_in = torch.full((x_in.shape[0],), t, dtype=torch.long, device=x_t.device)
-                cond = Conditions.concat([self.conditions.for_window(c) for c in group]).to(x_t.device)
-                out_cond = self.unet(x_in, t_in, **cond.unet_kwargs())
-                out_uncond = self.unet(x_in, t_in, **self.uncond.unet_kwargs())
-                self.unet_calls += 2
+                out_cond, out_uncond = self._branches(group, x_in, t_in)
                 for j in range(len(group)):
                     local.append(out_cond[j * batch : (j + 1) * batch].reshape(-1))
                     local.append(out_uncond[j * batch : (j + 1) * batch].reshape(-1))

@@ -64,6 +64,9 @@ class RenderParams:
     context_stride: int = 1
     window_batch_size: int = 1
     terminal_step: TerminalStep = TerminalStep.ERROR
+    #: Conditional + unconditional pass in one UNet call: True, False, or None = when the
+    #: device's free memory allows it (``runtime.choose_guidance_batching``; never on the CPU).
+    batch_guidance: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ def render_latents(
         window_batch_size=params.window_batch_size,
         on_batch=on_window,
         dist=dist,
+        batch_guidance=_batch_guidance(params, windows, x_T, unet),
     )
     x, start = x_T, 0
     if resume is not None:
@@ -180,6 +184,19 @@ def render_latents(
         logger.info("resuming sampling after step %d of %d", start, len(plan))
     logger.debug("sampling %d frames in %d window(s), %d steps", x_T.shape[2], len(windows), len(plan))
     return ddim_sample(denoiser, x, plan, schedule, callback=on_step, start_step=start)
+
+
+def _batch_guidance(params: RenderParams, windows: list[Window], x_T: torch.Tensor, unet: object) -> bool:
+    """``params.batch_guidance``, or when None whether the device's free memory allows batching."""
+    if params.batch_guidance is not None:
+        return params.batch_guidance
+    from unianimate_cli.runtime import choose_guidance_batching, sampling_memory_budget
+
+    frames_per_call = max(len(w) for w in windows) * params.window_batch_size
+    latent_hw = (int(x_T.shape[3]), int(x_T.shape[4]))
+    chosen = choose_guidance_batching(x_T.device, frames_per_call, latent_hw, sampling_memory_budget(x_T.device, unet))
+    logger.debug("guidance batched into one UNet call: %s", chosen)
+    return chosen
 
 
 def _check_resume(resume: ResumeState, plan: list[DDIMStep], x_T: torch.Tensor) -> None:
