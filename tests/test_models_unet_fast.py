@@ -73,3 +73,39 @@ def test_feed_forward_row_chunks_match_one_pass(monkeypatch: pytest.MonkeyPatch)
         chunked = ff(x)
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
 
+
+@pytest.mark.parametrize("frames", [1, 2, 5])
+def test_temporal_conv_as_gemms_equals_conv3d(frames: int) -> None:
+    from torch import nn
+
+    from unianimate_cli.models.layers import temporal_conv_gemm
+
+    torch.manual_seed(0)
+    conv = nn.Conv3d(6, 6, (3, 1, 1), padding=(1, 0, 0)).double()
+    x = torch.randn(2, 6, frames, 3, 4, dtype=torch.float64)
+    for functional in (False, True):
+        conv.bias = torch.nn.Parameter(torch.randn(6, dtype=torch.float64))
+        with torch.no_grad():
+            ref = conv(x)
+            ours = temporal_conv_gemm(x, conv, functional=functional)
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+        conv.bias = None
+        with torch.no_grad():
+            torch.testing.assert_close(temporal_conv_gemm(x, conv, functional), conv(x), rtol=1e-12, atol=1e-12)
+
+
+def test_temporal_block_with_gemms_matches_the_fixture_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unianimate_cli.models.layers import TemporalConvBlock
+
+    torch.manual_seed(1)
+    block = TemporalConvBlock(32).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2 * 4, 32, 3, 2)
+    with torch.no_grad():
+        ref = block(x, num_frames=4)
+        monkeypatch.setattr(TemporalConvBlock, "use_gemm", True)
+        monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # the CUDA-only switch
+        ours = block(x, num_frames=4)
+    assert not torch.allclose(ref, x)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
