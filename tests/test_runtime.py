@@ -82,3 +82,31 @@ def test_sampling_memory_estimate_matches_the_measured_peaks_and_picks_batching(
     assert choose_guidance_batching(cuda, 32, latent_hw, budget_bytes=int(12 * GIB))
     assert not choose_guidance_batching(cuda, 32, latent_hw, budget_bytes=int(8 * GIB))
     assert not choose_guidance_batching(torch.device("cpu"), 32, latent_hw, budget_bytes=int(99 * GIB))
+
+
+def test_streamed_unet_weights_give_the_same_output_and_load_each_block_once_per_call() -> None:
+    from test_models_unet import _random_twin, _twin_inputs
+    from unianimate_cli.runtime import stream_unet_weights
+
+    model = _random_twin()
+    inputs = _twin_inputs(batch=1, frames=2)
+    with torch.no_grad():
+        resident = model(**inputs)
+        streamer = stream_unet_weights(model, torch.device("cpu"))
+        first = model(**inputs)
+        loads_first = streamer.loads
+        second = model(**inputs)
+        loads_second = streamer.loads
+        third = model(**inputs)
+    units = len(streamer.units)
+    assert units > 10
+    assert loads_first == units  # the first call learns the order, loading each block as it comes
+    # later calls prefetch the next block (after the last: the first one of the next call),
+    # still one load per block and call
+    assert (loads_second, streamer.loads) == (2 * units + 1, 3 * units + 1)
+    assert torch.equal(first, resident) and torch.equal(second, resident) and torch.equal(third, resident)
+    assert len(streamer._ready) == 1  # between calls only the prefetched first block has a device copy
+    streamer.remove()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), resident)
+
