@@ -47,6 +47,10 @@ from unianimate_cli.sampling.windows import Window, context_windows
 logger = logging.getLogger(__name__)
 
 
+#: Samplers of :class:`RenderParams`: the reference's DDIM, and DPM-Solver++(2M) (``sampling.dpm``).
+SAMPLERS = ("ddim", "dpm++2m")
+
+
 @dataclass(frozen=True)
 class RenderParams:
     """Sampling settings of one clip; defaults are the reference's.
@@ -67,6 +71,8 @@ class RenderParams:
     #: Conditional + unconditional pass in one UNet call: True, False, or None = when the
     #: device's free memory allows it (``runtime.choose_guidance_batching``; never on the CPU).
     batch_guidance: bool | None = None
+    #: "ddim" (the reference's) or "dpm++2m" (opt-in: DPM-Solver++(2M), for fewer steps).
+    sampler: str = "ddim"
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,14 @@ def render_latents(
         dist=dist,
         batch_guidance=_batch_guidance(params, windows, x_T, unet),
     )
+    if params.sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {params.sampler!r}", f"use one of {', '.join(SAMPLERS)}")
+    if params.sampler == "dpm++2m":
+        if resume is not None and resume.completed_steps:
+            logger.warning("the dpm++2m sampler cannot resume from an x_t alone; sampling again from step 1")
+        from unianimate_cli.sampling.dpm import dpm_solver_2m_sample
+
+        return dpm_solver_2m_sample(denoiser, x_T, plan, schedule, callback=on_step)
     x, start = x_T, 0
     if resume is not None:
         _check_resume(resume, plan, x_T)
