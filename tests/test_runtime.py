@@ -49,7 +49,7 @@ def test_memory_helpers_are_inert_on_the_cpu() -> None:
     layer = offload(nn.Linear(2, 2), "cpu")
     assert next(layer.parameters()).device.type == "cpu"
     error = out_of_memory_error("sampling", RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
-    assert "sampling" in str(error) and error.hint is not None and "offload" in error.hint
+    assert "sampling" in str(error) and error.hint is not None and "--low-memory" in error.hint
 
 
 def test_compile_blocks_marks_each_unet_block_and_channels_last_only_touches_conv2d() -> None:
@@ -110,3 +110,16 @@ def test_streamed_unet_weights_give_the_same_output_and_load_each_block_once_per
     with torch.no_grad():
         assert torch.equal(model(**inputs), resident)
 
+
+def test_decode_chunk_follows_the_measured_decode_peaks() -> None:
+    from unianimate_cli.runtime import GIB, choose_decode_chunk, sampling_memory_budget
+
+    cuda, hw = torch.device("cuda"), (768, 512)
+    # measured: 1.9 / 3.5 / 6.7 GiB for chunks of 2 / 4 / 8 frames (float16, H100)
+    assert choose_decode_chunk(cuda, hw, torch.float16, budget_bytes=int(2.4 * GIB)) == 2
+    assert choose_decode_chunk(cuda, hw, torch.float16, budget_bytes=int(4.4 * GIB)) == 4
+    assert choose_decode_chunk(cuda, hw, torch.float16, budget_bytes=int(70 * GIB)) == 8
+    assert choose_decode_chunk(cuda, hw, torch.float32, budget_bytes=int(4.4 * GIB)) == 2
+    assert choose_decode_chunk(cuda, hw, torch.float16, budget_bytes=int(0.5 * GIB)) == 1
+    assert choose_decode_chunk(torch.device("cpu"), hw, torch.float32) == 2
+    assert sampling_memory_budget(torch.device("cpu")) is None

@@ -90,6 +90,15 @@ class AnimateParams:
     * ``device`` / ``dtype``: "auto" = CUDA with float16 when available, else CPU float32.
     * ``window_batch_size``, ``checkpoint_every_steps``, ``decode_chunk_frames``, ``device``
       change speed and memory, not the picture (batching changes float rounding slightly).
+      ``decode_chunk_frames`` 0 sizes the VAE's chunks to free GPU memory (2 on the CPU).
+    * ``batch_guidance``: "auto" (batch the two guidance passes when free memory allows),
+      "on" or "off". ``low_memory``: two-pass guidance, conditions on the CPU, UNet blocks
+      streamed from host memory (``runtime.stream_unet_weights``), small decode chunks: for
+      GPUs of 4-8 GB, slower. ``compile``: ``torch.compile`` each UNet block (minutes at the
+      first call; pays off over long renders). None of these change the picture beyond
+      float rounding.
+    * ``sampler``: "ddim" (the reference's) or "dpm++2m" (DPM-Solver++(2M), opt-in: fewer
+      ``num_steps`` for a similar picture; not the reference's result).
     """
 
     width_px: int = 512
@@ -113,7 +122,11 @@ class AnimateParams:
     keep_audio: bool = True
     device: str = "auto"
     dtype: str = "auto"
-    decode_chunk_frames: int = 2
+    decode_chunk_frames: int = 0
+    batch_guidance: Literal["auto", "on", "off"] = "auto"
+    low_memory: bool = False
+    compile: bool = False
+    sampler: Literal["ddim", "dpm++2m"] = "ddim"
 
     def validate(self, size_multiple: int = 64) -> None:
         """Cheap checks before any model loads; InputError naming the value and a fix.
@@ -135,7 +148,7 @@ class AnimateParams:
             ("window batch size", self.window_batch_size, 1),
             ("segment length", self.segment_length, 2),
             ("checkpoint interval", self.checkpoint_every_steps, 1),
-            ("decode chunk", self.decode_chunk_frames, 1),
+            ("decode chunk", self.decode_chunk_frames, 0),
         ):
             if isinstance(ivalue, bool) or not isinstance(ivalue, int) or ivalue < low:
                 raise InputError(f"{name} = {ivalue!r} is not an integer >= {low}")
@@ -159,6 +172,10 @@ class AnimateParams:
             raise InputError(f"embedding mix {self.embedding_mix} is outside 0..1")
         if self.guide_scale != self.guide_scale:  # NaN
             raise InputError("guide scale is NaN", "use 2.5, the reference's")
+        if self.batch_guidance not in ("auto", "on", "off"):
+            raise InputError(f"batch guidance {self.batch_guidance!r} is not 'auto', 'on' or 'off'")
+        if self.sampler not in ("ddim", "dpm++2m"):
+            raise InputError(f"sampler {self.sampler!r} is not 'ddim' or 'dpm++2m'", "ddim is the reference's")
 
     def render_params(self, context_size: int | None = None, context_overlap: int | None = None) -> RenderParams:
         """The sampler's settings (``sampling.render.RenderParams``)."""
@@ -172,6 +189,8 @@ class AnimateParams:
             context_size=self.context_size if context_size is None else context_size,
             context_overlap=self.context_overlap if context_overlap is None else context_overlap,
             window_batch_size=self.window_batch_size,
+            batch_guidance=False if self.low_memory else {"auto": None, "on": True, "off": False}[self.batch_guidance],
+            sampler=self.sampler,
         )
 
     def output_key(self) -> dict[str, Any]:
@@ -181,7 +200,10 @@ class AnimateParams:
             "context_size", "context_overlap", "long_mode", "segment_length", "embedding_mix",
             "color_match", "fit", "dtype",
         )
-        return {k: getattr(self, k) for k in keep}
+        key = {k: getattr(self, k) for k in keep}
+        if self.sampler != "ddim":  # absent for DDIM: earlier partial files stay valid
+            key["sampler"] = self.sampler
+        return key
 
 
 @dataclass(frozen=True)
@@ -391,15 +413,27 @@ class _Models:
     decoder after it. On the CPU moving is a no-op, so this stays simple there.
     """
 
-    def __init__(self, model_set: ModelSet, device: torch.device, dtype: torch.dtype, width_px: int, height_px: int) -> None:
+    def __init__(
+        self,
+        model_set: ModelSet,
+        device: torch.device,
+        dtype: torch.dtype,
+        width_px: int,
+        height_px: int,
+        low_memory: bool = False,
+        compile_blocks: bool = False,
+    ) -> None:
         self.model_set = model_set
         self.device = device
         self.dtype = dtype
         self.size = (width_px, height_px)
+        self.low_memory = low_memory  # UNet blocks streamed from host memory (CUDA only)
+        self.compile_blocks = compile_blocks
         self._clip: Any = None
         self._vae: Any = None
         self._unet: Any = None
         self._zero_y: Any = None
+        self._streamer: Any = None
 
     def clip(self) -> Any:
         if self._clip is None:
@@ -421,11 +455,23 @@ class _Models:
         if self._zero_y is None:
             self._zero_y = self.clip().empty_text_features().float().cpu()
         if self._unet is None:
+            from unianimate_cli import runtime
+
             logger.info("loading the UNet (%s)", self.model_set.filename("unet"))
-            self._unet = self.model_set.load_unet(self.device, self.dtype)
+            stream = self.low_memory and self.device.type == "cuda"
+            self._unet = self.model_set.load_unet("cpu" if stream else self.device, self.dtype)
             if tuple(self._unet.config.resolution) != self.size:
                 self._unet.set_resolution(self.size)
-            self._unet.set_zero_y(self._zero_y.to(self.device))
+            self._unet.set_zero_y(self._zero_y.to(next(self._unet.parameters()).device))
+            if stream:
+                self._streamer = runtime.stream_unet_weights(self._unet, self.device)
+            elif self.compile_blocks:
+                try:
+                    logger.info("compiled %d UNet blocks (compiling takes minutes at the first step)", runtime.compile_blocks(self._unet))
+                except Exception as exc:  # noqa: BLE001 -- any compiler problem means: run eagerly
+                    logger.warning("torch.compile is unavailable (%s); running eagerly", exc)
+        elif self._streamer is not None:
+            self._streamer.restore()
         else:
             self._to_device(self._unet)
         return self._unet
@@ -453,6 +499,9 @@ class _Models:
         for name in names:
             model = getattr(self, f"_{name}")
             if model is None:
+                continue
+            if name == "unet" and self._streamer is not None:
+                self._streamer.offload()  # its blocks are in host memory already
                 continue
             if name == "clip":
                 model.to("cpu")
@@ -539,10 +588,21 @@ class _Job:
         )
 
     def decode(self, latents: torch.Tensor, label: str = "decoding") -> np.ndarray:
+        import torch
+
+        from unianimate_cli.runtime import choose_decode_chunk, out_of_memory_error
+
         total = int(latents.shape[2])
         self.progress(label, 0, total)
-        frames = self.models.decode(latents, self.params.decode_chunk_frames, lambda d, n: self.progress(label, d, n))
-        return frames
+        chunk = self.params.decode_chunk_frames
+        if not chunk:  # sized to the memory free now (the UNet is off the device by then)
+            most = 2 if self.params.low_memory else 8
+            size = (self.params.height_px, self.params.width_px)
+            chunk = choose_decode_chunk(self.models.device, size, self.models.dtype, most=most)
+        try:
+            return self.models.decode(latents, chunk, lambda d, n: self.progress(label, d, n))
+        except torch.cuda.OutOfMemoryError as exc:
+            raise out_of_memory_error(f"decoding (chunks of {chunk} frames)", exc) from exc
 
 
 def _noop_progress(label: str, done: int, total: int) -> None:
@@ -579,7 +639,7 @@ def _load_job(
         photo_rgb = fit_image(photo_rgb, params.width_px, params.height_px, params.fit)
     return _Job(
         params=params,
-        models=_Models(model_set, device, dtype, params.width_px, params.height_px),
+        models=_Models(model_set, device, dtype, params.width_px, params.height_px, params.low_memory, params.compile),
         photo_rgb=photo_rgb,
         ref_pose_rgb=load_image(ref_pose_file),
         pose_files=pose_files,
@@ -605,10 +665,17 @@ def _sample(
         payload = _SharedRender(job.models.model_set, job.models.dtype, job.models.size, rparams, resume)
         tensors = {"x_T": x_T, "zero_y": job.models.zero_y(), **_condition_tensors(conditions)}
         shared = launch.shared_task(dist, _follow_render, payload, tensors)
-    with shared, torch.no_grad():
-        out = render_latents(
-            unet, conditions.to(job.models.device), x_T.to(job.models.device), rparams, on_step=on_step, resume=resume, dist=dist
-        )
+    # Low memory: conditions stay on the CPU; the sampler moves each window's share once.
+    conditions = conditions if job.params.low_memory else conditions.to(job.models.device)
+    try:
+        with shared, torch.no_grad():
+            out = render_latents(
+                unet, conditions, x_T.to(job.models.device), rparams, on_step=on_step, resume=resume, dist=dist
+            )
+    except torch.cuda.OutOfMemoryError as exc:
+        from unianimate_cli.runtime import out_of_memory_error
+
+        raise out_of_memory_error("sampling", exc) from exc
     return out.float().cpu()
 
 

@@ -183,7 +183,7 @@ def out_of_memory_error(what: str, exc: BaseException) -> ResourceError:
     """A CUDA out-of-memory error as a user-facing ResourceError that names the knobs."""
     return ResourceError(
         f"the GPU ran out of memory while {what} ({str(exc).splitlines()[0]})",
-        "lower the resolution or the window size, run guidance as two passes, or offload CLIP/VAE to the CPU",
+        "try --low-memory (UNet weights streamed from host memory), or lower --width/--height or --window-size",
     )
 
 
@@ -375,6 +375,29 @@ def sampling_memory_budget(device: torch.device, model: object = None) -> int | 
     if isinstance(first, torch.Tensor) and first.device.type == "cuda":
         budget += UNET_FP16_RESIDENT_BYTES
     return int(budget)
+
+
+#: Peak bytes of a float16 VAE decode per output pixel and frame of a chunk, plus the VAE:
+#: 1.9 / 3.5 / 6.7 GiB for chunks of 2 / 4 / 8 frames at 768x512 (H100, 2026-11-24).
+DECODE_BYTES_PER_PIXEL_FRAME = 2_200
+DECODE_BASE_BYTES = int(0.3 * GIB)
+
+
+def choose_decode_chunk(
+    device: torch.device, frame_hw_px: tuple[int, int], dtype: torch.dtype, budget_bytes: int | None = None, most: int = 8
+) -> int:
+    """Frames per VAE decode call that fit ``budget_bytes`` (default: free memory now), 1..``most``.
+
+    More frames per call decode faster (0.82 s for 32 frames in chunks of 2, 0.61 s in 8 on
+    an H100). On the CPU: 2, the reference's chunk. Call it with the UNet off the device.
+    """
+    if device.type != "cuda":
+        return 2
+    if budget_bytes is None:
+        budget_bytes = sampling_memory_budget(device) or 0
+    per_frame = frame_hw_px[0] * frame_hw_px[1] * DECODE_BYTES_PER_PIXEL_FRAME * (2 if dtype == torch.float32 else 1)
+    fits = int((budget_bytes / MEMORY_HEADROOM - DECODE_BASE_BYTES) // per_frame)
+    return max(1, min(most, fits))
 
 
 def choose_guidance_batching(

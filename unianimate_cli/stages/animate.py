@@ -40,6 +40,11 @@ class AnimateSettings:
     window_batch: int = param(1, "windows per UNet call (memory for speed)", key=False)
     checkpoint_every: int = param(1, "save the sampler state every N steps", key=False)
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = param("auto", "compute dtype (auto: float16 on CUDA, float32 on CPU)")
+    sampler: Literal["ddim", "dpm++2m"] = param("ddim", "ddim (the reference's) or dpm++2m (opt-in, similar pictures with fewer --steps, e.g. 15)")
+    batch_guidance: Literal["auto", "on", "off"] = param("auto", "both guidance passes in one UNet call (auto: when GPU memory allows)", key=False)
+    low_memory: bool = param(False, "for 4-8 GB GPUs: UNet weights streamed from host memory, two-pass guidance (slower)", key=False)
+    compile: bool = param(False, "torch.compile the UNet blocks (minutes at the first step; pays off on long renders)", key=False)
+    decode_chunk: int = param(0, "frames per VAE decode call (0 = sized to free GPU memory)", key=False)
     audio: bool = param(True, "carry the driving video's audio into the result")
     layout: Literal["result", "compare"] = param("result", "result alone, or photo | pose | result side by side")
     crf: int = param(18, "H.264 quality (lower is better, 0-51)")
@@ -81,6 +86,11 @@ def library_params(ctx: StageContext, p: AnimateSettings, width: int, height: in
         keep_audio=p.audio,
         device=ctx.device,
         dtype=p.dtype,
+        sampler=p.sampler,
+        batch_guidance=p.batch_guidance,
+        low_memory=p.low_memory,
+        compile=p.compile,
+        decode_chunk_frames=p.decode_chunk,
     )
 
 

@@ -31,6 +31,9 @@ class ExtendSettings:
     color_match: bool = param(True, "match each hand-over frame's colours to the photo (fights drift)")
     embedding_mix: float = param(0.0, "blend of the hand-over frame into the CLIP embedding (0 = photo only)")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = param("auto", "compute dtype (auto: float16 on CUDA, float32 on CPU)")
+    sampler: Literal["ddim", "dpm++2m"] = param("ddim", "ddim (the reference's) or dpm++2m (opt-in, similar pictures with fewer --steps, e.g. 15)")
+    low_memory: bool = param(False, "for 4-8 GB GPUs: UNet weights streamed from host memory, two-pass guidance (slower)", key=False)
+    compile: bool = param(False, "torch.compile the UNet blocks (minutes at the first step; pays off on long renders)", key=False)
     audio: bool = param(True, "carry the driving video's audio into the result")
     layout: Literal["result", "compare"] = param("result", "result alone, or photo | pose | result side by side")
     crf: int = param(18, "H.264 quality (lower is better, 0-51)")
@@ -91,6 +94,9 @@ class ExtendStage(BaseStage):
             keep_audio=params.audio,
             device=ctx.device,
             dtype=params.dtype,
+            sampler=params.sampler,
+            low_memory=params.low_memory,
+            compile=params.compile,
         )
         fps, audio = animation.timing_from_poses(ctx.input("pose.aligned"), ctx.input("user:video"))
         dist = launch.active_dist()
