@@ -328,7 +328,7 @@ def stream_unet_weights(model: nn.Module, device: torch.device) -> WeightStreame
     from unianimate_cli.models.layers import Downsample, ResBlock, SpatialTransformer, TemporalTransformer, Upsample
 
     kinds = (ResBlock, SpatialTransformer, TemporalTransformer, Downsample, Upsample)
-    units = [m for m in model.modules() if isinstance(m, kinds)]
+    units: list[nn.Module] = [m for m in model.modules() if isinstance(m, kinds)]
     return WeightStreamer(model, units, device)
 
 
