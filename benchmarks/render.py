@@ -13,19 +13,27 @@ Usage, from the repository root on a CUDA machine:
 
 Modes (each a full render with per-step times):
 
-* ``eager-separate``: fp16 weights, guidance as two UNet calls per step (the denoiser as is).
-* ``eager-batched``: fp16, conditional + unconditional in one batch-2 call
-  (``models.unet.guided_pair`` through :class:`PairedGuidance`, below).
+* ``eager-separate``: fp16 weights, guidance as two UNet calls per step.
+* ``eager-batched``: fp16, conditional + unconditional in one batch-2 call (the library's
+  ``GuidedDenoiser(batch_guidance=True)``).
 * ``compiled-batched``: the same under ``torch.compile`` (compile time reported apart).
 * ``regional-batched``: each UNet block compiled on its own (``runtime.compile_blocks``).
 * flags appended with ``+``: ``+bf16`` bfloat16 weights instead of float16, ``+cl``
   channels-last conv weights, ``+cudnn`` ``cudnn.benchmark`` on (e.g. ``compiled-batched+cl``),
-  ``+cpucond`` conditions kept on the CPU (window slices move per call), ``+ffsmall``
-  feed-forward chunks of 32 M values instead of 128 M (low-memory settings).
+  ``+cpucond`` conditions kept on the CPU, ``+ffsmall`` feed-forward chunks of 32 M values
+  instead of 128 M, ``+notgemm`` temporal 3x1x1 convs through cuDNN's Conv3d instead of the
+  library's default GEMMs (``layers.temporal_conv_gemm``; ``+tgemm`` forces them on),
+  ``+nocache`` condition features recomputed at every step (the old path), ``+stream`` UNet
+  blocks streamed from host memory (``runtime.stream_unet_weights``, the low-memory mode),
+  ``+dpmN`` / ``+ddimN`` the DPM-Solver++(2M) / DDIM sampler with ``N`` steps as the
+  reference counts them (N=15 runs 16 UNet evaluations); their latents are compared with
+  the first default-sampler mode's (relative L2, same seed and inputs).
 
 The sampler is the library's: ``sampling.denoiser.GuidedDenoiser`` + ``sampling.ddim.ddim_sample``
-+ ``sampling.render.make_initial_latent``. The conditional pass gets all four conditions,
-like the reference benchmark's main render.
+(or ``sampling.dpm.dpm_solver_2m_sample``) + ``sampling.render.make_initial_latent``. The
+conditional pass gets all four conditions, like the reference benchmark's main render.
+``--micro`` also times the temporal convs alone (cuDNN Conv3d against the GEMMs) at the
+UNet's four level shapes.
 
 Writes ``OUTDIR/render.json`` (copy it to ``benchmarks/results/<device>-<date>.json``) and
 prints a table. With ``--ref-bench`` the reference benchmark runs first, in a subprocess of the
@@ -50,18 +58,27 @@ import torch
 import torch._dynamo
 from torch import nn
 
-from unianimate_cli.models.layers import FeedForward
-from unianimate_cli.models.unet import UNetConfig, UniAnimateUNet, guided_pair
+from unianimate_cli.models.layers import FeedForward, TemporalConvBlock, temporal_conv_gemm
+from unianimate_cli.models.unet import UNetConfig, UniAnimateUNet, guided_pair, guided_pair_features
 from unianimate_cli.models.vae import AutoencoderKL, VAEConfig, decode_latents
-from unianimate_cli.runtime import compile_blocks, conv2d_channels_last_, peak_memory, reset_peak, set_tf32
+from unianimate_cli.runtime import (
+    compile_blocks,
+    conv2d_channels_last_,
+    peak_memory,
+    reset_peak,
+    set_tf32,
+    stream_unet_weights,
+)
 from unianimate_cli.sampling.conditions import Conditions
 from unianimate_cli.sampling.ddim import StepState, ddim_sample
 from unianimate_cli.sampling.denoiser import GuidedDenoiser
+from unianimate_cli.sampling.dpm import dpm_solver_2m_sample
 from unianimate_cli.sampling.render import make_initial_latent
 from unianimate_cli.sampling.schedule import NoiseSchedule, sampling_timesteps
 from unianimate_cli.sampling.windows import context_windows
 
 GIB = 1024**3
+DEFAULT_TEMPORAL_GEMM = TemporalConvBlock.use_gemm
 
 
 # ----------------------------------------------------------------------------- models
@@ -80,14 +97,28 @@ def fill_random_(module: nn.Module, seed: int) -> None:
                 p.zero_()
 
 
+#: ``--tiny``: a small UNet (and VAE) for a CPU smoke test of this script.
+TINY = False
+
+
+def unet_config(width: int, height: int) -> UNetConfig:
+    config = UNetConfig.official(resolution=(width, height))
+    if TINY:
+        from dataclasses import replace
+
+        config = replace(config, dim=32, context_dim=64, y_dim=64, head_dim=16, dim_mult=(1, 2), attn_scales=(1.0,))
+    return config
+
+
 def build_unet(device: torch.device, dtype: torch.dtype, frames_hw: tuple[int, int]) -> UniAnimateUNet:
     """Official-size UNet (1.4 B parameters) with random weights, built without a CPU init."""
     height, width = frames_hw
     with torch.device("meta"):
-        unet = UniAnimateUNet(UNetConfig.official(resolution=(width, height)))
+        unet = UniAnimateUNet(unet_config(width, height))
     unet = unet.to_empty(device=device).to(dtype).eval()
     fill_random_(unet, 0)
-    unet.set_zero_y(torch.randn(1, 77, unet.config.context_dim, device=device))
+    zero_y = torch.randn(1, 77, unet.config.context_dim, generator=torch.Generator().manual_seed(3))
+    unet.set_zero_y(zero_y.to(device))  # seeded: every mode samples the same function
     return unet
 
 
@@ -103,49 +134,28 @@ def make_conditions(frames: int, frames_hw: tuple[int, int], device: torch.devic
     height, width = frames_hw
     g = torch.Generator(device=device).manual_seed(2)
     return Conditions(
-        image=torch.randn(1, 1, 1024, device=device, generator=g),
+        image=torch.randn(1, 1, unet_config(width, height).context_dim, device=device, generator=g),
         local_image=torch.rand(1, 3, frames, height, width, device=device, generator=g),
         dwpose=torch.rand(1, 3, frames + 1, height, width, device=device, generator=g),
         randomref=torch.randn(1, 4, frames, height // 8, width // 8, device=device, generator=g),
     )
 
 
-class PairedGuidance:
-    """UNet stand-in that answers GuidedDenoiser's two calls per step with one batch-2 call.
-
-    Stopgap until the denoiser batches guidance itself (requested from the sampling owner):
-    ``GuidedDenoiser.evaluate`` calls ``unet(x_in, t_in, **cond)`` and then
-    ``unet(x_in, t_in, **uncond)`` with the *same* ``x_in``/``t_in`` objects. The first call
-    computes both halves through :func:`guided_pair` and returns v_cond; the second, when it
-    sees the same objects and no conditions, returns the stored v_uncond. Anything else is
-    passed through to the UNet unchanged, so the math never depends on the call order.
-    """
-
-    def __init__(self, unet: Callable[..., torch.Tensor]) -> None:
-        self.unet = unet
-        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self.forward_calls = 0
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, **conditions: torch.Tensor | None) -> torch.Tensor:
-        unconditional = all(v is None for v in conditions.values())
-        if unconditional and self._pending is not None:
-            x_seen, t_seen, v_uncond = self._pending
-            self._pending = None
-            if x is x_seen and t is t_seen:
-                return v_uncond
-        self.forward_calls += 1
-        if unconditional:
-            return self.unet(x, t)
-        v_cond, v_uncond = guided_pair(self.unet, x, t, conditions)  # type: ignore[arg-type]
-        self._pending = (x, t, v_uncond)
-        return v_cond
-
-
 # ----------------------------------------------------------------------------- measuring
 
 
 def sync() -> None:
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def empty_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def allocated(device: torch.device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
 
 
 def matmul_peak_tflops(dtype: torch.dtype, n: int = 8192, iters: int = 30) -> float:
@@ -160,7 +170,7 @@ def matmul_peak_tflops(dtype: torch.dtype, n: int = 8192, iters: int = 30) -> fl
     sync()
     seconds = (time.perf_counter() - start) / iters
     del a, b
-    torch.cuda.empty_cache()
+    empty_cache()
     return 2 * n**3 / seconds / 1e12
 
 
@@ -238,8 +248,11 @@ def render_once(
     device: torch.device,
     windows: list[list[int]] | None = None,
     max_steps: int | None = None,
+    batch_guidance: bool = False,
+    cache_features: bool = True,
+    sampler: str = "ddim",
 ) -> dict[str, Any]:
-    """One render through the library's denoiser and DDIM loop; per-step wall times."""
+    """One render through the library's denoiser and sampler loop; per-step wall times."""
     schedule = NoiseSchedule.official()
     plan = sampling_timesteps(steps)
     if max_steps is not None:
@@ -248,7 +261,11 @@ def render_once(
     ref_latent = conditions.randomref
     assert ref_latent is not None
     x_T = make_initial_latent(ref_latent.float().to(device), generator, schedule=schedule)
-    denoiser = GuidedDenoiser(unet_call, conditions, guide_scale=guide_scale, windows=windows)  # type: ignore[arg-type]
+    denoiser = GuidedDenoiser(
+        unet_call, conditions, guide_scale=guide_scale, windows=windows,  # type: ignore[arg-type]
+        batch_guidance=batch_guidance, cache_features=cache_features,
+    )
+    sample = dpm_solver_2m_sample if sampler == "dpm" else ddim_sample
     step_times: list[float] = []
     last = [0.0]
 
@@ -259,12 +276,12 @@ def render_once(
         last[0] = now
 
     gc.collect()
-    torch.cuda.empty_cache()
-    resident = torch.cuda.memory_allocated(device)
+    empty_cache()
+    resident = allocated(device)
     reset_peak(device)
     sync()
     start = last[0] = time.perf_counter()
-    latents = ddim_sample(denoiser, x_T, plan, schedule, callback=on_step)
+    latents = sample(denoiser, x_T, plan, schedule, callback=on_step)
     sync()
     wall = time.perf_counter() - start
     peak = peak_memory(device)
@@ -282,31 +299,62 @@ def render_once(
     }
 
 
+def parse_flags(flags: list[str]) -> dict[str, Any]:
+    """Sampler and step count from ``dpmN`` / ``ddimN`` flags (None: the default DDIM, --steps)."""
+    for flag in flags:
+        for name in ("dpm", "ddim"):
+            if flag.startswith(name) and flag[len(name):].isdigit():
+                return {"sampler": name, "steps": int(flag[len(name):])}
+    return {"sampler": "ddim", "steps": None}
+
+
 def run_mode(mode: str, args: argparse.Namespace, record: dict[str, Any], device: torch.device) -> torch.Tensor | None:
     base, *flags = mode.split("+")
     dtype = torch.bfloat16 if "bf16" in flags else torch.float16
+    if device.type == "cpu":
+        dtype = torch.float32
     frames, height, width = args.frames, args.height, args.width
     latent_hw = (height // 8, width // 8)
-    result: dict[str, Any] = {"dtype": str(dtype).removeprefix("torch."), "flags": flags}
+    sampling = parse_flags(flags)
+    steps = sampling["steps"] if sampling["steps"] is not None else args.steps
+    batched = base.endswith("batched")
+    cache = "nocache" not in flags
+    result: dict[str, Any] = {"dtype": str(dtype).removeprefix("torch."), "flags": flags, "sampler": sampling["sampler"], "ddim_timesteps": steps}
     record["modes"][mode] = result  # partial results survive a failure
     torch.backends.cudnn.benchmark = args.cudnn_benchmark or "cudnn" in flags
-    load_start = time.perf_counter()
-    unet = build_unet(device, dtype, (height, width))
-    sync()
-    result["build_s"] = time.perf_counter() - load_start
-    result["unet_resident_GiB"] = torch.cuda.memory_allocated(device) / GIB
-    conditions = make_conditions(frames, (height, width), device)
+    TemporalConvBlock.use_gemm = "notgemm" not in flags and ("tgemm" in flags or DEFAULT_TEMPORAL_GEMM)
     if "ffsmall" in flags:
         FeedForward.max_hidden_elements = 1 << 25  # 64 MiB fp16 hidden chunks (default 256 MiB)
-    if "cl" in flags:
-        conv2d_channels_last_(unet)
-    model: Callable[..., torch.Tensor] = unet
-    if base.startswith("compiled"):
-        torch._dynamo.config.cache_size_limit = 64
-        model = torch.compile(unet)  # type: ignore[assignment]
-    elif base.startswith("regional"):
-        result["compiled_blocks"] = compile_blocks(unet)
-    call = PairedGuidance(model) if base.endswith("batched") else model
+    # Modes that differ only in the sampler share one built (and compiled) model.
+    model_key = (base, dtype, tuple(sorted(f for f in flags if parse_flags([f])["steps"] is None)))
+    cached = args.__dict__.pop("model_cache", None)
+    if cached is not None and cached[0] == model_key:
+        unet, model, streamer = cached[1:]
+        result["reused_model_of_previous_mode"] = True
+    else:
+        if cached is not None:
+            if cached[3] is not None:
+                cached[3].remove()
+            del cached
+            gc.collect()
+            empty_cache()
+        load_start = time.perf_counter()
+        unet = build_unet(device, dtype, (height, width))
+        streamer = stream_unet_weights(unet, device) if "stream" in flags else None
+        sync()
+        gc.collect()
+        empty_cache()
+        result["build_s"] = time.perf_counter() - load_start
+        if "cl" in flags:
+            conv2d_channels_last_(unet)
+        model = unet
+        if base.startswith("compiled"):
+            torch._dynamo.config.cache_size_limit = 64
+            model = torch.compile(unet)  # type: ignore[assignment]
+        elif base.startswith("regional"):
+            result["compiled_blocks"] = compile_blocks(unet)
+    result["unet_resident_GiB"] = allocated(device) / GIB
+    conditions = make_conditions(frames, (height, width), device)
 
     x = torch.randn(1, 4, frames, *latent_hw, device=device)
     t = torch.tensor([500], device=device)
@@ -314,37 +362,58 @@ def run_mode(mode: str, args: argparse.Namespace, record: dict[str, Any], device
     with torch.no_grad():
         # Warm-up (and compilation) outside the timed render, both batch shapes.
         start = time.perf_counter()
-        if base.endswith("batched"):
-            guided_pair(model, x, t, kwargs)  # type: ignore[arg-type]
+        if batched:
+            feats = guided_pair_features(unet, x, kwargs)
+            guided_pair(model, x, t, kwargs, features=feats if cache else None)  # type: ignore[arg-type]
         else:
-            model(x, t, **kwargs)
-            model(x, t)
+            feats_c = unet.condition_features(x, **kwargs)
+            feats_u = unet.condition_features(x)
+            model(x, t, features=feats_c) if cache else model(x, t, **kwargs)
+            model(x, t, features=feats_u)
         sync()
         result["first_call_s"] = time.perf_counter() - start
-        if base.endswith("batched"):
-            result["pair_call_s"] = time_calls(lambda: guided_pair(model, x, t, kwargs))  # type: ignore[arg-type]
+        if batched:
+            result["pair_call_s"] = time_calls(lambda: guided_pair(model, x, t, kwargs, features=feats if cache else None))  # type: ignore[arg-type]
+            if cache:
+                result["pair_features_s"] = time_calls(lambda: guided_pair_features(unet, x, kwargs))
         else:
-            result["cond_call_s"] = time_calls(lambda: model(x, t, **kwargs))
-            result["uncond_call_s"] = time_calls(lambda: model(x, t))
-        if args.flops and "flops_cond_forward" not in record:
+            result["cond_call_s"] = time_calls(lambda: model(x, t, features=feats_c) if cache else model(x, t, **kwargs))
+            result["uncond_call_s"] = time_calls(lambda: model(x, t, features=feats_u))
+        # Counted on an eager model only: FlopCounterMode around compiled blocks makes dynamo
+        # recompile them and, past its cache limit, run them eagerly for the rest of the process.
+        if args.flops and "flops_cond_forward" not in record and base.startswith("eager"):
             record["flops_cond_forward"] = count_flops(lambda: unet(x, t, **kwargs))
             record["flops_uncond_forward"] = count_flops(lambda: unet(x, t))
 
-        if args.profile and base.endswith("batched"):
-            result["profile"] = profile_call(lambda: guided_pair(model, x, t, kwargs), Path(args.out) / f"profile-{mode.replace('+', '_')}.txt")  # type: ignore[arg-type]
-
+        if args.profile and batched:
+            result["profile"] = profile_call(
+                lambda: guided_pair(model, x, t, kwargs, features=feats if cache else None),  # type: ignore[arg-type]
+                Path(args.out) / f"profile-{mode.replace('+', '_')}.txt",
+            )
+    del x, kwargs
+    feats = feats_c = feats_u = None
     if "cpucond" in flags:
-        conditions = conditions.to("cpu")  # the denoiser moves one window's slice per call
-        del kwargs
-    render = render_once(call, conditions, frames, latent_hw, args.steps, args.guide_scale, device)
-    FeedForward.max_hidden_elements = 1 << 27
+        conditions = conditions.to("cpu")  # moved to the GPU once per window (cached features)
+    render = render_once(
+        model, conditions, frames, latent_hw, steps, args.guide_scale, device,
+        batch_guidance=batched, cache_features=cache, sampler=sampling["sampler"],
+    )
     latents = render.pop("latents")
     result["render"] = render
-    if args.long_frames and base == args.long_mode:
+    if sampling["sampler"] == "ddim" and sampling["steps"] is None and "reference_latents" not in args.__dict__:
+        args.reference_latents = (mode, latents.float().cpu())
+    elif "reference_latents" in args.__dict__:
+        ref_mode, ref = args.reference_latents
+        diff = (latents.float().cpu() - ref).norm() / ref.norm()
+        render["latent_rel_l2_vs"] = {"mode": ref_mode, "rel_l2": float(diff)}
+        print(f"[{mode}] latent rel L2 vs {ref_mode}: {float(diff):.4f}", flush=True)
+    if args.long_frames and base == args.long_mode and sampling["steps"] is None and "long" not in record:
+        record["long"] = mode
         long_cond = make_conditions(args.long_frames, (height, width), device)
         windows = context_windows(args.long_frames, 32, 8, 1)
         long = render_once(
-            call, long_cond, args.long_frames, latent_hw, args.steps, args.guide_scale, device, windows, args.long_steps
+            model, long_cond, args.long_frames, latent_hw, args.steps, args.guide_scale, device, windows, args.long_steps,
+            batch_guidance=batched, cache_features=cache,
         )
         long.pop("latents")
         long["windows"] = len(windows)
@@ -352,16 +421,44 @@ def run_mode(mode: str, args: argparse.Namespace, record: dict[str, Any], device
         long["short_per_frame_step_s"] = render["median_step_s"] / frames
         result["long"] = long
         del long_cond
+    FeedForward.max_hidden_elements = 1 << 27
+    TemporalConvBlock.use_gemm = DEFAULT_TEMPORAL_GEMM
     print(
         f"[{mode}] render {render['wall_s']:.2f} s ({render['steps']} steps, median {render['median_step_s'] * 1e3:.0f} ms), "
         f"peak {render['peak_allocated_GiB']:.2f} GiB alloc / {render['peak_reserved_GiB']:.2f} reserved, "
         f"first call {result['first_call_s']:.1f} s, finite {render['latent_finite']}",
         flush=True,
     )
-    del unet, model, call, conditions
+    args.model_cache = (model_key, unet, model, streamer)
+    del unet, model, conditions
     gc.collect()
-    torch.cuda.empty_cache()
+    empty_cache()
     return latents
+
+
+def run_micro(args: argparse.Namespace, record: dict[str, Any], device: torch.device) -> None:
+    """Temporal 3x1x1 conv at the UNet's level shapes (batched guidance, 33 frames): cuDNN vs GEMMs."""
+    from torch import nn
+
+    frames = args.frames + 1
+    lat_h, lat_w = args.height // 8, args.width // 8
+    out: dict[str, Any] = {}
+    for level, channels in enumerate((320, 640, 1280, 1280)):
+        h, w = lat_h >> level, lat_w >> level
+        conv = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0)).to(device, torch.float16)
+        x = torch.randn(2, channels, frames, h, w, device=device, dtype=torch.float16)
+        row: dict[str, float] = {}
+        with torch.no_grad():
+            for bench in (False, True):
+                torch.backends.cudnn.benchmark = bench
+                row[f"cudnn{'_benchmark' if bench else ''}_ms"] = time_calls(lambda: conv(x), warmup=3, iters=20) * 1e3
+            row["gemm_ms"] = time_calls(lambda: temporal_conv_gemm(x, conv), warmup=3, iters=20) * 1e3
+            ref = conv(x).float()
+            row["gemm_rel_l2_vs_cudnn"] = float((temporal_conv_gemm(x, conv).float() - ref).norm() / ref.norm())
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+        out[f"level{level}_{channels}x{frames}x{h}x{w}"] = row
+        print(f"[micro temporal conv level {level}] " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+    record["micro_temporal_conv"] = out
 
 
 def run_decode(latents: torch.Tensor, args: argparse.Namespace, record: dict[str, Any], device: torch.device) -> None:
@@ -369,8 +466,8 @@ def run_decode(latents: torch.Tensor, args: argparse.Namespace, record: dict[str
     results = {}
     for chunk in args.decode_chunks:
         gc.collect()
-        torch.cuda.empty_cache()
-        resident = torch.cuda.memory_allocated(device)
+        empty_cache()
+        resident = allocated(device)
         decode_latents(vae, latents[:, :, :chunk], chunk_frames=chunk)  # warm-up of this shape
         reset_peak(device)
         start = time.perf_counter()
@@ -392,7 +489,7 @@ def run_decode(latents: torch.Tensor, args: argparse.Namespace, record: dict[str
     record["decode"] = results
     del vae
     gc.collect()
-    torch.cuda.empty_cache()
+    empty_cache()
 
 
 def run_reference(args: argparse.Namespace, record: dict[str, Any]) -> None:
@@ -418,7 +515,7 @@ def summary_table(record: dict[str, Any]) -> str:
     flops_render = None
     if "flops_cond_forward" in record:
         per_step = record["flops_cond_forward"] + record["flops_uncond_forward"]
-        flops_render = per_step * record["settings"]["steps_run"]
+        flops_render = per_step
     decode_s = None
     if record.get("decode"):
         decode_s = min(d["wall_s"] for d in record["decode"].values())
@@ -433,7 +530,7 @@ def summary_table(record: dict[str, Any]) -> str:
         total = wall + (decode_s or 0.0)
         mfu = ""
         if flops_render and peak:
-            flops_total = flops_render + record.get("flops_decode_2_frames", 0) * record["settings"]["frames"] / 2
+            flops_total = flops_render * r["render"]["steps"] + record.get("flops_decode_2_frames", 0) * record["settings"]["frames"] / 2
             mfu = f"{flops_total / total / (peak * 1e12):.0%}"
         ratio = f"{ref_total / total:.2f}x" if ref_total else ""
         lines.append(
@@ -462,19 +559,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flops", dest="flops", action="store_false")
     parser.add_argument("--cudnn-benchmark", action="store_true")
     parser.add_argument("--profile", action="store_true", help="kernel-time profile of one batched call per mode")
+    parser.add_argument("--micro", action="store_true", help="also time the temporal convs alone (cuDNN vs GEMMs)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="small models and sizes: a CPU smoke test of the script")
     parser.add_argument("--ref-bench", default="", help="path of the reference's ref_bench.py (runs first)")
     parser.add_argument("--ref", default=".ref/UniAnimate")
     args = parser.parse_args(argv)
 
-    device = torch.device("cuda")
+    global TINY
+    TINY = args.tiny
+    device = torch.device(args.device)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     set_tf32(False)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     record: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "cudnn": torch.backends.cudnn.version(),
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "settings": {
             "frames": args.frames,
             "height_px": args.height,
@@ -495,10 +597,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.ref_bench and Path(args.ref_bench).is_file() and Path(args.ref).is_dir():
         run_reference(args, record)
         save()
-    record["matmul_peak_tflops"] = {
-        "float16": matmul_peak_tflops(torch.float16),
-        "bfloat16": matmul_peak_tflops(torch.bfloat16),
-    }
+    if device.type == "cuda":
+        record["matmul_peak_tflops"] = {
+            "float16": matmul_peak_tflops(torch.float16),
+            "bfloat16": matmul_peak_tflops(torch.bfloat16),
+        }
+    if args.micro:
+        run_micro(args, record, device)
+        save()
     latents = None
     for mode in [m for m in args.modes.split(",") if m]:
         try:
@@ -507,8 +613,14 @@ def main(argv: list[str] | None = None) -> int:
             record["modes"].setdefault(mode, {})["error"] = f"{type(exc).__name__}: {exc}"[:2000]
             print(f"[{mode}] FAILED: {type(exc).__name__}: {str(exc)[:500]}", flush=True)
             gc.collect()
-            torch.cuda.empty_cache()
+            empty_cache()
         save()
+    cached = args.__dict__.pop("model_cache", None)
+    if cached is not None and cached[3] is not None:
+        cached[3].remove()
+    del cached
+    gc.collect()
+    empty_cache()
     if latents is not None and args.decode_chunks:
         run_decode(latents.half(), args, record, device)
     record["modes"] = {k: v for k, v in record["modes"].items() if "render" in v} | {
