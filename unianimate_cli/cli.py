@@ -31,7 +31,7 @@ from unianimate_cli.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, InputError,
 
 log = logging.getLogger("unianimate")
 
-GLOBAL_NAMES = ("project", "json_output", "quiet", "verbose", "debug", "force", "weights_dir", "device")
+GLOBAL_NAMES = ("project", "json_output", "quiet", "verbose", "debug", "force", "weights_dir", "device", "model")
 OOM_HINT = (
     "lower --width/--height, --window-size or --window-batch, or run on another device with --device"
 )
@@ -49,6 +49,7 @@ class GlobalOptions:
     force: bool = False
     weights_dir: Path | None = None
     device: str | None = None
+    model: str | None = None
 
     def merge(self, values: dict[str, Any]) -> None:
         for name in GLOBAL_NAMES:
@@ -72,6 +73,7 @@ GLOBAL_PARAMS: dict[str, Any] = {
     "force": (Annotated[bool, typer.Option("--force", "-f", help="Rerun the named stage even if it is up to date.", rich_help_panel=_PANEL)], False),
     "weights_dir": (Annotated[Optional[Path], typer.Option("--weights-dir", help="Look for weight files here first.", rich_help_panel=_PANEL, show_default=False)], None),
     "device": (Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=_PANEL, show_default=False)], None),
+    "model": (Annotated[Optional[str], typer.Option("--model", help="Model family: demo (small, shipped, for trying out on the CPU) or a folder with a models.json (default: what the weights folders hold).", rich_help_panel=_PANEL, show_default=False)], None),
 }
 
 
@@ -345,8 +347,13 @@ def section_types(registry: Any) -> dict[str, type]:
 
 
 def weights_dirs(opts: GlobalOptions, settings: Any) -> tuple[Path, ...]:
-    """--weights-dir, then the config's general.weights_dir (the data dir is added by weights.py)."""
+    """The --model family's folder, --weights-dir, then general.weights_dir (weights.py adds the data dir)."""
+    from unianimate_cli.weights import model_family_dir
+
     out: list[Path] = []
+    family = model_family_dir(settings.general.model)
+    if family is not None:
+        out.append(family)
     if opts.weights_dir is not None:
         out.append(opts.weights_dir)
     if settings.general.weights_dir:
@@ -360,6 +367,8 @@ def _general_cli(opts: GlobalOptions) -> dict[str, Any]:
         out["device"] = opts.device
     if opts.weights_dir is not None:
         out["weights_dir"] = str(opts.weights_dir)
+    if opts.model is not None:
+        out["model"] = opts.model
     return out
 
 
@@ -635,6 +644,9 @@ def _weights_app() -> typer.Typer:
 
             settings = load_settings({}, cli={"general": _general_cli(opts)})
             dirs = w.search_dirs(opts.weights_dir, settings.general.weights_dir or None)
+            family = w.model_family_dir(settings.general.model)
+            if family is not None:
+                dirs.insert(0, family)
             model_set = w.resolve_model_set(dirs)
             rows = []
             for st in w.model_set_status(model_set):

@@ -2,8 +2,11 @@
 
 Precedence, highest first: command-line flag > environment ``UNIANIMATE_<SECTION>_<KEY>``
 > project ``unianimate.toml`` > user ``config.toml`` (platformdirs config dir, or
-``$UNIANIMATE_CONFIG_DIR``) > the parameters an upstream stage last ran with (manifest)
-> dataclass defaults. A section is ``general`` or a stage's name with ``_`` for ``-``; its
+``$UNIANIMATE_CONFIG_DIR``) > the settings the model family is made for (``defaults.toml``
+beside the ``models.json`` of the family ``general.model`` names, e.g. the demo family's
+resolution) > the parameters an upstream stage last ran with (manifest) > dataclass defaults.
+The family's layer sits above the manifest so that switching families also switches, say,
+the pose drawing resolution an earlier run recorded. A section is ``general`` or a stage's name with ``_`` for ``-``; its
 keys are the fields of the stage's params dataclass. Unknown keys are errors with a
 "did you mean"; a badly typed value names its source (``animate.steps = "thirty" in
 x.unianimate/unianimate.toml: expected an integer``).
@@ -39,6 +42,9 @@ class GeneralSettings:
 
     device: str = param("auto", "auto, cpu, cuda or cuda:N", key=False)
     weights_dir: str = param("", "folder searched for weights before the user data dir", key=False)
+    model: str = param(
+        "", "model family: empty = what the weights folders hold, demo = the small one shipped for trying out, or a folder with a models.json", key=False
+    )
 
 
 def user_config_dir() -> Path:
@@ -283,31 +289,60 @@ def load_settings(
 
     sections: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    general = _merge_section("general", GeneralSettings, layers, sources)
+    family = _family_layer(general.model, types_all)
+    if family is not None:
+        layers.insert(1 if recorded else 0, family)
     for section, cls in types_all.items():
-        hints = field_types(cls)
-        values = defaults_of(cls)
-        for source, layer, from_text in layers:
-            for key, raw in layer.get(section, {}).items():
-                if raw is None:
-                    continue
-                if source == "environment":
-                    where = f"environment variable {ENV_PREFIX}{section.upper()}_{key.upper()}"
-                elif source == "command line":
-                    where = f"--{key.replace('_', '-')}"
-                else:
-                    where = source
-                try:
-                    value = coerce(raw, hints[key], from_text=from_text)
-                except ValueError as exc:
-                    raise InputError(
-                        f"{section}.{key} = {_show(raw)} in {where}: {exc}",
-                        f"see the [{section}] section of unianimate.toml.example",
-                    ) from None
-                values[key] = value
-                sources[f"{section}.{key}"] = where
-        sections[section] = cls(**values)
-    general = sections.pop("general")
+        if section != "general":
+            sections[section] = _merge_section(section, cls, layers, sources)
     return Settings(general=general, sections=types.MappingProxyType(sections), sources=types.MappingProxyType(sources))
+
+
+def _merge_section(
+    section: str, cls: type, layers: list[tuple[str, dict[str, dict[str, Any]], bool]], sources: dict[str, str]
+) -> Any:
+    """One section's dataclass from the layers (lowest first); records each value's source."""
+    hints = field_types(cls)
+    values = defaults_of(cls)
+    for source, layer, from_text in layers:
+        for key, raw in layer.get(section, {}).items():
+            if raw is None:
+                continue
+            if source == "environment":
+                where = f"environment variable {ENV_PREFIX}{section.upper()}_{key.upper()}"
+            elif source == "command line":
+                where = f"--{key.replace('_', '-')}"
+            else:
+                where = source
+            try:
+                value = coerce(raw, hints[key], from_text=from_text)
+            except ValueError as exc:
+                raise InputError(
+                    f"{section}.{key} = {_show(raw)} in {where}: {exc}",
+                    f"see the [{section}] section of unianimate.toml.example",
+                ) from None
+            values[key] = value
+            sources[f"{section}.{key}"] = where
+    return cls(**values)
+
+
+def _family_layer(model: str, section_types: Mapping[str, type]) -> tuple[str, dict[str, dict[str, Any]], bool] | None:
+    """The ``defaults.toml`` layer of the family ``model`` names (None without one).
+
+    Only stage sections: a family file cannot choose the device or the family itself. Sections
+    of stages this call does not load are skipped (a caller may load only some sections).
+    """
+    from unianimate_cli.weights import FAMILY_DEFAULTS, model_family_dir
+
+    folder = model_family_dir(model)
+    path = folder / FAMILY_DEFAULTS if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    stage_types = {k: v for k, v in section_types.items() if k != "general"}
+    where = f"{path} (the model family's defaults)"
+    data = {k: v for k, v in read_toml(path).items() if k in stage_types}
+    return (where, _layer_from_toml(data, where, stage_types), False)
 
 
 # ---------------------------------------------------------------------------- the example file

@@ -679,6 +679,37 @@ def resolve_model_set(dirs: Sequence[Path]) -> ModelSet:
     return official_model_set(dirs)
 
 
+#: ``--model`` / ``general.model`` value naming the family shipped inside the package.
+DEMO_MODEL = "demo"
+#: Settings a family is made for (resolution, steps), beside its models.json; see config.py.
+FAMILY_DEFAULTS = "defaults.toml"
+
+
+def demo_family_dir() -> Path:
+    """The demo family shipped as package data: tiny models trained on synthetic figures."""
+    return Path(__file__).resolve().parent / "demo" / "family"
+
+
+def model_family_dir(model: str) -> Path | None:
+    """The folder of the family that ``--model`` names, or None to search the weights folders.
+
+    ``""`` (or ``"official"``) is None; ``"demo"`` is :func:`demo_family_dir`; anything else is a
+    folder holding a ``models.json`` (WeightsError naming the value when it does not).
+    """
+    value = str(model).strip()
+    if value in ("", "official"):
+        return None
+    if value == DEMO_MODEL:
+        return demo_family_dir()
+    folder = Path(value).expanduser()
+    if not (folder / MODELS_JSON).is_file():
+        raise WeightsError(
+            f"model {value!r} is neither 'demo' nor a folder holding {MODELS_JSON}",
+            "use --model demo, or the path of a model family folder (see `unianimate weights`)",
+        )
+    return folder
+
+
 # --------------------------------------------------------------------------- fetching
 
 
