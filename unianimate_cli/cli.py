@@ -807,6 +807,10 @@ def build_app(registry: Any = None) -> typer.Typer:
         from unianimate_cli.batch import make_batch_command
 
         app.command("batch", rich_help_panel="Projects")(make_batch_command(registry))
+    if "animate" in registry:
+        from unianimate_cli.demo_command import make_demo_command
+
+        app.command("demo", rich_help_panel="Projects")(make_demo_command(registry))
     app.add_typer(_weights_app(), name="weights", rich_help_panel="Projects")
     app.add_typer(_dev_app(), name="dev", hidden=True)
     return app
