@@ -302,7 +302,8 @@ class TemporalConvBlock(nn.Module):
         """x [(b f), c, h, w] with f = ``num_frames`` -> same shape."""
         video = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
         h = video
-        gemm = self.use_gemm and x.is_cuda
+        # The GEMM form writes into preallocated output (addmm out=): inference only.
+        gemm = self.use_gemm and x.is_cuda and not torch.is_grad_enabled()
         for stage in (self.conv1, self.conv2, self.conv3, self.conv4):
             conv = cast(nn.Conv3d, stage[-1])
             h = silu_group_norm(h, cast(nn.GroupNorm, stage[0]))
