@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def torch_threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Cap torch's intra-op threads for a test module (its ``TORCH_THREADS``, default 2).
+
+    Tiny models gain nothing from more threads, and on a shared, busy 2-core machine OpenMP's
+    spinning threads slow them down many times. Use with
+    ``pytestmark = pytest.mark.usefixtures("torch_threads")``.
+    """
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(min(int(getattr(request.module, "TORCH_THREADS", 2)), saved))
+    yield torch.get_num_threads()
+    torch.set_num_threads(saved)

@@ -41,15 +41,8 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """One intra-op thread: tiny models gain nothing from more, and on a shared, busy machine
-    OpenMP's spinning threads slow them down many times. The subprocess test uses the same
-    count, so resumed and uninterrupted renders are comparable bit for bit."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("torch_threads")
+TORCH_THREADS = 1  # the subprocess test uses the same count, so renders compare bit for bit
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
+
+from videos import sliding_video, tiny_weights
 
 from unianimate_cli.cli import build_app
 from unianimate_cli.project import sha256_file
@@ -16,36 +17,14 @@ FPS = 4
 NUM_FRAMES = 6
 
 
-def _encode(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    import av
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> tuple[Path, Path, Path]:
     """(photo, driving video, weights dir) for a whole run in seconds."""
-    from unianimate_cli.media.image import load_image
-    from unianimate_cli.weights import write_tiny_family
-
-    onnx = fixtures_dir / "pose" / "onnx"
     root = tmp_path_factory.mktemp("e2e")
-    photo = onnx / "image1.png"
-    rgb = load_image(photo)
-    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
+    photo = fixtures_dir / "pose" / "onnx" / "image1.png"
     video = root / "dance.mp4"
-    _encode(video, [np.roll(rgb, 5 * i, axis=1)[:h, :w] for i in range(NUM_FRAMES)], FPS)
-    weights = root / "weights"
-    write_tiny_family(weights, seed=0, detector_onnx=onnx / "tiny_yolox.onnx", pose_onnx=onnx / "tiny_dwpose.onnx")
+    sliding_video(video, photo, [5 * i for i in range(NUM_FRAMES)], FPS)
+    weights = tiny_weights(root / "weights", fixtures_dir)
     return photo, video, weights
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+from videos import sliding_video, tiny_weights
 
 from unianimate_cli.cli import build_app
 from unianimate_cli.pose.keypoints import load_poses
@@ -25,22 +26,14 @@ FPS = 4
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> dict[str, Path]:
     """photo (two people), white (nobody), dance.mp4 and the weights folder."""
-    from test_cli_e2e import _encode
-
-    from unianimate_cli.media.image import load_image
-    from unianimate_cli.weights import write_tiny_family
-
     onnx = fixtures_dir / "pose" / "onnx"
     root = tmp_path_factory.mktemp("pose_cli")
     photo, white = root / "photo.png", root / "white.png"
     shutil.copyfile(onnx / "image1.png", photo)
     shutil.copyfile(onnx / "image2_white.png", white)
-    rgb = load_image(photo)
-    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
     video = root / "dance.mp4"
-    _encode(video, [np.roll(rgb, 5 * i, axis=1)[:h, :w] for i in range(NUM_FRAMES)], FPS)
-    weights = root / "weights"
-    write_tiny_family(weights, seed=0, detector_onnx=onnx / "tiny_yolox.onnx", pose_onnx=onnx / "tiny_dwpose.onnx")
+    sliding_video(video, photo, [5 * i for i in range(NUM_FRAMES)], FPS)
+    weights = tiny_weights(root / "weights", fixtures_dir)
     return {"photo": photo, "white": white, "video": video, "weights": weights}
 
 

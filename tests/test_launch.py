@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from videos import sliding_video, tiny_weights
 
 from unianimate_cli.project import sha256_file
 
@@ -67,18 +67,11 @@ def _run(args: list[str], root: Path, ranks: int = 1, **env: str) -> subprocess.
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> dict[str, Path]:
     """A photo, two driving videos and a tiny model family."""
-    from test_cli_e2e import _encode
-
-    from unianimate_cli.media.image import load_image
-    from unianimate_cli.weights import write_tiny_family
-
     onnx = fixtures_dir / "pose" / "onnx"
     root = tmp_path_factory.mktemp("launch")
-    rgb = load_image(onnx / "image1.png")
-    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
-    _encode(root / "dance.mp4", [np.roll(rgb, 5 * i, axis=1)[:h, :w] for i in range(NUM_FRAMES)], 4)
-    _encode(root / "sway.mp4", [np.roll(rgb, -3 * i, axis=1)[:h, :w] for i in range(6)], 4)
-    write_tiny_family(root / "weights", seed=0, detector_onnx=onnx / "tiny_yolox.onnx", pose_onnx=onnx / "tiny_dwpose.onnx")
+    sliding_video(root / "dance.mp4", onnx / "image1.png", [5 * i for i in range(NUM_FRAMES)], 4)
+    sliding_video(root / "sway.mp4", onnx / "image1.png", [-3 * i for i in range(6)], 4)
+    tiny_weights(root / "weights", fixtures_dir)
     return {"root": root, "photo": onnx / "image1.png", "dance": root / "dance.mp4", "sway": root / "sway.mp4", "weights": root / "weights"}
 
 

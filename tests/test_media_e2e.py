@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from test_media_video import make_video  # the tests' own PyAV video maker
+from videos import tiny_weights
 from unianimate_cli.cli import build_app
 from unianimate_cli.media.video import iter_frames, probe_video
 
@@ -25,12 +26,7 @@ RENDER_ARGS = ("--device", "cpu", "--width", str(SIZE), "--height", str(SIZE), "
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
-    from unianimate_cli.weights import write_tiny_family
-
-    onnx = fixtures_dir / "pose" / "onnx"
-    out = tmp_path_factory.mktemp("weights")
-    write_tiny_family(out, seed=0, detector_onnx=onnx / "tiny_yolox.onnx", pose_onnx=onnx / "tiny_dwpose.onnx")
-    return out
+    return tiny_weights(tmp_path_factory.mktemp("weights"), fixtures_dir)
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,7 @@ from safetensors.torch import load_file, save_file
 from unianimate_cli.models.unet import UNetConfig, UniAnimateUNet, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads() -> Iterator[None]:
-    """The CI box has 2 cores shared by several jobs; keep torch from oversubscribing."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(min(2, saved))
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
 def test_official_config_builds_every_reference_key_on_meta(fixtures_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,12 +11,7 @@ from unianimate_cli.models.layers import CrossAttention
 from unianimate_cli.models.unet import guided_pair
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(min(2, saved))
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
 def test_guided_pair_equals_two_separate_calls() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,7 @@ def _runner_knows_unet(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(parity, "CHECKER_MODULES", (*parity.CHECKER_MODULES, UNET_CHECKER_MODULE))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(min(2, saved))
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
 def test_runner_passes_the_shared_unet_fixture(fixtures_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

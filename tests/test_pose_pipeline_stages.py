@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from videos import encode_rgb, sliding_video
 
 from unianimate_cli.errors import InputError
 from unianimate_cli.pose import dwpose as dwpose_module
@@ -33,31 +34,8 @@ def _onnx(fixtures_dir: Path) -> tuple[Path, Path, Path]:
 
 
 def _make_video(path: Path, photo: Path, shifts: tuple[int, ...] = SHIFTS, fps: int = FPS) -> tuple[int, int]:
-    """Frames = the photo rolled sideways by each shift, cropped to even sizes; H.264 via PyAV."""
-    import cv2
-
-    bgr = cv2.imread(str(photo))
-    assert bgr is not None
-    rgb = bgr[..., ::-1]
-    h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
-    _encode(path, [np.roll(rgb, s, axis=1)[:h, :w] for s in shifts], fps)
-    return h, w
-
-
-def _encode(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    import av
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": "10", "g": "4"}  # short GOP: resuming later chunks really seeks
-        for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    """Frames = the photo rolled sideways by each shift; short GOP so resuming later chunks seeks."""
+    return sliding_video(path, photo, shifts, fps, {"crf": "10", "g": "4"})
 
 
 def _sha(path: Path) -> str:
@@ -236,7 +214,7 @@ def test_frame_without_anybody_gets_an_empty_pose_and_a_warning(fixtures_dir: Pa
     person = bgr[:, :384, ::-1]
     white = np.full_like(person, 255)  # the tiny detector sees nobody in a white image
     video = tmp_path / "gap.mp4"
-    _encode(video, [person, white, person], fps=FPS)
+    encode_rgb(video, [person, white, person], FPS, {"crf": "10", "g": "4"})
     result = _run(fixtures_dir, video, tmp_path, ExtractPoseParams(device="cpu"), preview=False)
     assert any("1 of 3 frames of gap.mp4 had no detected person" in w for w in result.warnings)
     boxes = [f.box_xyxy for f in load_poses(tmp_path / "pose" / "driving.jsonl").frames]

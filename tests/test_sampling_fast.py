@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,8 @@ WINDOWED = RenderParams(num_steps=4, context_size=5, context_overlap=2, batch_gu
 NUM_FRAMES = 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("torch_threads")
+TORCH_THREADS = 1
 
 
 @pytest.fixture(scope="module")
