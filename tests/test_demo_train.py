@@ -56,3 +56,24 @@ def test_quality_of_the_truth_and_of_a_wrong_render() -> None:
     want = ex.keypoints_frames.frames
     assert quality.keypoint_error(list(want), want) == (0.0, 1.0)
     assert quality.keypoint_error([None] * len(want), want) == (1.0, 0.0)
+
+
+def test_decoder_only_vae_training_keeps_the_latent_space() -> None:
+    """--vae-decoder-only changes the decoder and nothing that maps images to latents."""
+    from itertools import repeat
+
+    from unianimate_cli.demo.train import _Clock, train_vae
+    from unianimate_cli.models.vae import AutoencoderKL, VAEConfig
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1))
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    buffer = RingBuffer(4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    frames = torch.from_numpy(make_example(3, 2, 64, 64).frames)
+    batch = {"photo": frames[:1].repeat(2, 1, 1, 1), "frames": frames[None].repeat(2, 1, 1, 1, 1)}
+    buffer.add(batch)
+    cfg = TrainConfig(vae_decoder_only=True, vae_steps=2, vae_batch=2, unet_steps=0, time_budget_s=0)
+    losses = train_vae(vae, cfg, repeat(batch), buffer, _Clock(0))
+    assert losses["steps"] == 2
+    changed = {k.split(".")[0] for k, v in vae.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and changed <= {"decoder", "post_quant_conv"}

@@ -115,6 +115,9 @@ class TrainConfig:
     vae_steps: int = 2500
     vae_batch: int = 64
     vae_lr: float = 4e-4
+    # Train only the VAE's decoder (with --init-from): the latent space, and so the UNet trained
+    # on it, stay valid; the budget then goes to the decoder when unet_steps is 0.
+    vae_decoder_only: bool = False
     unet_steps: int = 12000
     unet_lr: float = 3e-4
     warmup_steps: int = 300
@@ -332,14 +335,23 @@ class Ema:
 
 def train_vae(vae: Any, cfg: TrainConfig, stream: Iterator[dict[str, torch.Tensor]], buffer: RingBuffer, budget: _Clock) -> dict[str, float]:
     """Reconstruction training; returns the last losses and the steps run (``steps``)."""
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if cfg.vae_decoder_only:
+        vae.requires_grad_(False)
+        trained = [m for name, m in vae.named_children() if name in ("decoder", "post_quant_conv")]
+        for module in trained:
+            module.requires_grad_(True)
+        params = [p for m in trained for p in m.parameters()]
+    else:
+        params = list(vae.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
     device = buffer.device
     gen = buffer.generator
     vae.train()
+    share = 1.0 if cfg.vae_decoder_only and cfg.unet_steps == 0 else 0.3
     last: dict[str, float] = {}
     for step in range(cfg.vae_steps):
-        if budget.exceeded(0.3):
-            logger.warning("VAE phase stopped at 30%% of the time budget, after %d steps of %d", step, cfg.vae_steps)
+        if budget.exceeded(share):
+            logger.warning("VAE phase stopped at %d%% of the time budget, after %d steps of %d", round(100 * share), step, cfg.vae_steps)
             break
         last["steps"] = step + 1
         buffer.add(next(stream))
@@ -350,8 +362,9 @@ def train_vae(vae: Any, cfg: TrainConfig, stream: Iterator[dict[str, torch.Tenso
         images = torch.cat([batch["photo"][:, None], batch["frames"]], dim=1).flatten(0, 1)
         pick = torch.randperm(images.shape[0], generator=gen)[: cfg.vae_batch].to(device)
         x = _unit(images[pick]) * 2 - 1
-        with _autocast(device):
+        with _autocast(device), torch.set_grad_enabled(not cfg.vae_decoder_only):
             posterior = vae.encode(x)
+        with _autocast(device):
             recon = vae.decode(posterior.sample(gen))
         recon = recon.float()
         l1 = (recon - x).abs().mean()
@@ -678,7 +691,8 @@ def train(
     scale = 1.0
     if cfg.vae_steps > 0:
         vae_losses = train_vae(vae, cfg, stream, buffer, clock)
-        scale = rescale_latent(vae, buffer, 1.0 / SCALE_FACTOR)
+        if not cfg.vae_decoder_only:  # a decoder-only run keeps the latent space as it was
+            scale = rescale_latent(vae, buffer, 1.0 / SCALE_FACTOR)
         logger.info("VAE done after %.0f s; latent rescaled by %.3f", clock.elapsed(), scale)
     vae.requires_grad_(False)
     vae.eval()
@@ -742,7 +756,12 @@ def _parse(argv: list[str] | None) -> tuple[Path, TrainConfig, Path | None, str,
     parser.add_argument("--device", default="auto")
     parser.add_argument("--init-from", type=Path, default=None, help="family folder to continue from (use with --vae-steps 0)")
     for f in dataclasses.fields(TrainConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+        default = getattr(defaults, f.name)
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
     args = parser.parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     return args.out_dir, cfg, args.onnx_dir, args.device, args.init_from
