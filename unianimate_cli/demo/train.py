@@ -80,8 +80,8 @@ def family_configs(width_px: int = 128, height_px: int = 192) -> dict[str, dict[
     About 4.8 M UNet, 1.3 M VAE and 1.8 M CLIP parameters (the CLIP's 49,408-token text
     embedding is most of it; only the empty prompt ever goes through it). Known limit: with 32
     channels at the VAE's and UNet's outer levels, GroupNorm(32) normalises each channel alone
-    there, which makes an image's overall colour hard to learn; the shipped weights come out
-    desaturated (see docs/DEMO.md).
+    there, which makes an image's overall colour hard to learn; the shipped weights render
+    muted colours (see docs/DEMO.md).
     """
     clip = {
         "embed_dim": CONTEXT_DIM,
