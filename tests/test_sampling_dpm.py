@@ -83,3 +83,53 @@ def test_render_latents_runs_the_opt_in_sampler_and_refuses_unknown_ones() -> No
     assert not torch.allclose(out, ddim, atol=1e-6)
     with pytest.raises(InputError, match="unknown sampler"):
         render_latents(unet, conditions, x_T, dataclasses.replace(params, sampler="euler"))  # type: ignore[arg-type]
+
+
+def test_interrupted_dpm_render_resumes_bit_identical_from_its_checkpoint(caplog: object) -> None:
+    import dataclasses
+
+    import pytest
+
+    from unianimate_cli.sampling.conditions import Conditions
+    from unianimate_cli.sampling.ddim import StepState
+    from unianimate_cli.sampling.render import RenderParams, ResumeState, keeps_x0, plan_steps, render_latents
+
+    calls: list[int] = []
+
+    def unet(x: torch.Tensor, t: torch.Tensor, **conditions: object) -> torch.Tensor:
+        calls.append(int(t[0]))
+        return torch.tanh(x) * (1.5 if conditions.get("dwpose") is not None else 1.0) + 0.01 * float(t[0]) / 1000
+
+    g = torch.Generator().manual_seed(5)
+    conditions = Conditions(
+        image=torch.randn(1, 1, 4, generator=g),
+        dwpose=torch.rand(1, 3, 3, 8, 8, generator=g),
+        randomref=torch.randn(1, 4, 2, 1, 1, generator=g),
+    )
+    x_T = torch.randn(1, 4, 2, 1, 1, generator=g)
+    params = RenderParams(num_steps=10, sampler="dpm++2m", batch_guidance=False)
+    plan = plan_steps(params)
+    assert keeps_x0(params) and not keeps_x0(dataclasses.replace(params, sampler="ddim"))
+    full = render_latents(unet, conditions, x_T, params)  # type: ignore[arg-type]
+
+    saved: list[dict[str, torch.Tensor]] = []
+
+    def stop_after_four(state: StepState) -> None:
+        saved.append(ResumeState.from_step(state, plan, keeps_x0(params)).to_tensors())
+        if state.completed_steps == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render_latents(unet, conditions, x_T, params, on_step=stop_after_four)  # type: ignore[arg-type]
+    state = ResumeState.from_tensors(saved[-1])
+    assert state.x0_prev is not None
+    calls.clear()
+    resumed = render_latents(unet, conditions, x_T, params, resume=state)  # type: ignore[arg-type]
+    assert torch.equal(resumed, full)
+    assert len(calls) == 2 * (len(plan) - 4)  # the first four steps were not run again
+
+    # A state without the x0 prediction (e.g. saved by DDIM) cannot continue DPM: it starts over.
+    calls.clear()
+    old = dataclasses.replace(state, x0_prev=None)
+    again = render_latents(unet, conditions, x_T, params, resume=old)  # type: ignore[arg-type]
+    assert torch.equal(again, full) and len(calls) == 2 * len(plan)

@@ -725,7 +725,7 @@ def _render_windows(job: _Job, resumed: list[bool]) -> tuple[torch.Tensor, np.nd
     """Sample every frame at once (one or overlapping windows); returns (latents, frames, steps run)."""
     import torch
 
-    from unianimate_cli.sampling.render import ResumeState, make_initial_latent, plan_steps
+    from unianimate_cli.sampling.render import ResumeState, keeps_x0, make_initial_latent, plan_steps
     from unianimate_cli.sampling.schedule import NoisePrior
 
     p = job.params
@@ -777,7 +777,7 @@ def _render_windows(job: _Job, resumed: list[bool]) -> tuple[torch.Tensor, np.nd
     def on_step(state: Any) -> None:
         finished = state.completed_steps
         if finished % p.checkpoint_every_steps == 0 or finished == len(plan):
-            _save_tensors(state_path, ResumeState.from_step(state, plan).to_tensors())
+            _save_tensors(state_path, ResumeState.from_step(state, plan, keeps_x0(rparams)).to_tensors())
         job.progress("steps", finished, len(plan))
 
     latents = _sample(job, conditions, x_T, rparams, on_step=on_step, resume=resume, dist=job.dist)

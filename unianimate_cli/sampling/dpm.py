@@ -13,8 +13,8 @@ It visits the same timesteps as DDIM for the same step count (``sampling_timeste
 ``num_steps`` 15 runs 16 UNet evaluations instead of 31, and starts from the same x_T. Its
 first step equals a DDIM step exactly; later ones extrapolate x̂_0 linearly in λ. This is
 not the reference's sampler: results differ from the 31-step DDIM by a measured latent
-error (docs/PERFORMANCE.md), and its state is (x_t, previous x̂_0), so
-``render_latents`` does not resume it from a DDIM checkpoint but samples again.
+error (docs/PERFORMANCE.md). Its state after ``k`` steps is (x_t, the step's x̂_0): a
+checkpoint that holds both (``ResumeState.x0_prev``) resumes it bit for bit.
 """
 
 from __future__ import annotations
@@ -37,23 +37,38 @@ def _log_snr(alpha: float, sigma: float) -> float:
     return math.log(alpha / sigma) if alpha > 0 else -math.inf
 
 
+def _step_h(schedule: NoiseSchedule, step: DDIMStep) -> float:
+    """h = λ(t_prev) − λ(t) of one step (infinite from alpha_bar = 0)."""
+    alpha, sigma = _alpha_sigma(schedule, step.t)
+    alpha_next, sigma_next = _alpha_sigma(schedule, step.t_prev)
+    return _log_snr(alpha_next, sigma_next) - _log_snr(alpha, sigma)
+
+
 def dpm_solver_2m_sample(
     denoiser: Denoiser,
     x_t: torch.Tensor,
     steps: Sequence[DDIMStep],
     schedule: NoiseSchedule,
     callback: StepCallback | None = None,
+    start_step: int = 0,
+    x0_prev: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run DPM-Solver++(2M) over ``steps`` from x_T and return the final latent (like ``ddim_sample``).
 
     ``callback`` receives a :class:`StepState` after every step, as with DDIM (its ``x0_pred``
-    is this step's x̂_0). Coefficients are computed in float64 and cast once per step.
+    is this step's x̂_0). Coefficients are computed in float64 and cast once per step. To
+    resume after ``start_step`` steps, pass the ``x`` and ``x0_pred`` reported for step
+    ``start_step - 1`` as ``x_t`` and ``x0_prev``.
     """
+    if not 0 <= start_step <= len(steps):
+        raise ValueError(f"start_step {start_step} is outside 0..{len(steps)}")
+    if start_step and x0_prev is None:
+        raise ValueError("resuming DPM-Solver++(2M) needs the previous step's x0 prediction")
     x = x_t
-    x0_prev: torch.Tensor | None = None
-    h_prev = math.nan
+    h_prev = _step_h(schedule, steps[start_step - 1]) if start_step else math.nan
     with torch.no_grad():
-        for index, step in enumerate(steps):
+        for index in range(start_step, len(steps)):
+            step = steps[index]
             v = denoiser(x, step.t)
             alpha, sigma = _alpha_sigma(schedule, step.t)
             alpha_next, sigma_next = _alpha_sigma(schedule, step.t_prev)

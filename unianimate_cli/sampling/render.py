@@ -6,9 +6,10 @@ and hands it back through ``resume``.
 Resume contract
 ---------------
 The sampler state after ``k`` finished DDIM steps is exactly ``(k, x_t)``: steps draw no
-random numbers (spec 16.7) and the frame windows are the same at every step. So:
+random numbers (spec 16.7) and the frame windows are the same at every step (the opt-in
+DPM-Solver++(2M) also needs the last step's x̂_0: ``ResumeState.x0_prev``). So:
 
-1. In ``on_step(state)``, persist ``ResumeState.from_step(state, plan)`` (e.g. via
+1. In ``on_step(state)``, persist ``ResumeState.from_step(state, plan, keeps_x0(params))`` (e.g. via
    ``to_tensors()`` into a safetensors file written atomically) every N steps and after the
    last one. ``state.x`` is the latent *after* step ``state.index``.
 2. To resume, load it (``ResumeState.from_tensors``) and call ``render_latents`` with the
@@ -77,15 +78,20 @@ class RenderParams:
 
 @dataclass(frozen=True)
 class ResumeState:
-    """The sampler state to checkpoint: the latent after ``completed_steps`` DDIM steps."""
+    """The sampler state to checkpoint: the latent after ``completed_steps`` steps.
+
+    ``x0_prev`` (the last step's x̂_0) is kept for samplers whose next step needs it
+    (DPM-Solver++(2M)); DDIM's state is ``x_t`` alone.
+    """
 
     completed_steps: int
     x_t: torch.Tensor
     timesteps: tuple[int, ...]
+    x0_prev: torch.Tensor | None = None
 
     @classmethod
-    def from_step(cls, state: StepState, plan: list[DDIMStep]) -> ResumeState:
-        return cls(state.completed_steps, state.x, tuple(s.t for s in plan))
+    def from_step(cls, state: StepState, plan: list[DDIMStep], keep_x0: bool = False) -> ResumeState:
+        return cls(state.completed_steps, state.x, tuple(s.t for s in plan), state.x0_pred if keep_x0 else None)
 
     @property
     def is_finished(self) -> bool:
@@ -93,11 +99,14 @@ class ResumeState:
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """Flat tensors for a safetensors checkpoint."""
-        return {
+        out = {
             "x_t": self.x_t.detach().cpu().contiguous(),
             "completed_steps": torch.tensor(self.completed_steps, dtype=torch.int64),
             "timesteps": torch.tensor(self.timesteps, dtype=torch.int64),
         }
+        if self.x0_prev is not None:
+            out["x0_prev"] = self.x0_prev.detach().cpu().contiguous()
+        return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ResumeState:
@@ -105,7 +114,13 @@ class ResumeState:
             int(tensors["completed_steps"]),
             tensors["x_t"],
             tuple(int(t) for t in tensors["timesteps"].tolist()),
+            tensors.get("x0_prev"),
         )
+
+
+def keeps_x0(params: RenderParams) -> bool:
+    """Whether ``params``'s sampler needs ``ResumeState.x0_prev`` to resume."""
+    return params.sampler == "dpm++2m"
 
 
 def plan_steps(params: RenderParams) -> list[DDIMStep]:
@@ -185,17 +200,20 @@ def render_latents(
     )
     if params.sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {params.sampler!r}", f"use one of {', '.join(SAMPLERS)}")
-    if params.sampler == "dpm++2m":
-        if resume is not None and resume.completed_steps:
-            logger.warning("the dpm++2m sampler cannot resume from an x_t alone; sampling again from step 1")
-        from unianimate_cli.sampling.dpm import dpm_solver_2m_sample
-
-        return dpm_solver_2m_sample(denoiser, x_T, plan, schedule, callback=on_step)
-    x, start = x_T, 0
+    x, start, x0_prev = x_T, 0, None
     if resume is not None:
         _check_resume(resume, plan, x_T)
-        x, start = resume.x_t.to(device=x_T.device, dtype=x_T.dtype), resume.completed_steps
-        logger.info("resuming sampling after step %d of %d", start, len(plan))
+        if keeps_x0(params) and resume.completed_steps and resume.x0_prev is None:
+            logger.warning("the saved state lacks the %s sampler's x0 prediction; sampling again from step 1", params.sampler)
+        else:
+            x, start = resume.x_t.to(device=x_T.device, dtype=x_T.dtype), resume.completed_steps
+            if resume.x0_prev is not None and keeps_x0(params):
+                x0_prev = resume.x0_prev.to(device=x_T.device, dtype=x_T.dtype)
+            logger.info("resuming sampling after step %d of %d", start, len(plan))
+    if params.sampler == "dpm++2m":
+        from unianimate_cli.sampling.dpm import dpm_solver_2m_sample
+
+        return dpm_solver_2m_sample(denoiser, x, plan, schedule, callback=on_step, start_step=start, x0_prev=x0_prev)
     logger.debug("sampling %d frames in %d window(s), %d steps", x_T.shape[2], len(windows), len(plan))
     return ddim_sample(denoiser, x, plan, schedule, callback=on_step, start_step=start)
 
