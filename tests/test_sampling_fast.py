@@ -88,3 +88,17 @@ def test_features_for_another_shape_are_refused(tiny: tuple) -> None:
     features = unet.condition_features(x_T[:, :, :4], **window.unet_kwargs())
     with pytest.raises(ValueError, match="condition features are for"):
         unet(x_T[:, :, :3], torch.tensor([10]), features=features)
+
+
+def test_batch_guidance_is_decided_once_for_every_rank() -> None:
+    """Rank 0 resolves "auto" to a bool before sending the settings; an explicit choice stays."""
+    from unianimate_cli.sampling.render import resolve_batch_guidance
+
+    x_T = torch.zeros(1, 4, NUM_FRAMES, 4, 4)
+    auto = dataclasses.replace(WINDOWED, batch_guidance=None)
+    resolved = resolve_batch_guidance(auto, x_T, torch.nn.Linear(2, 2))
+    assert isinstance(resolved.batch_guidance, bool)
+    assert dataclasses.replace(resolved, batch_guidance=None) == auto  # nothing else changed
+    for explicit in (True, False):
+        fixed = dataclasses.replace(WINDOWED, batch_guidance=explicit)
+        assert resolve_batch_guidance(fixed, x_T, torch.nn.Linear(2, 2)) is fixed

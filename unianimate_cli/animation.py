@@ -655,12 +655,14 @@ def _sample(
 
     import torch
 
-    from unianimate_cli.sampling.render import render_latents
+    from unianimate_cli.sampling.render import render_latents, resolve_batch_guidance
 
     unet = job.models.unet()
     shared: Any = contextlib.nullcontext()
     if dist is not None and dist.is_distributed:
         from unianimate_cli import launch
+
+        rparams = resolve_batch_guidance(rparams, x_T.to(job.models.device), unet)  # one choice for every rank
 
         payload = _SharedRender(job.models.model_set, job.models.dtype, job.models.size, rparams, resume)
         tensors = {"x_T": x_T, "zero_y": job.models.zero_y(), **_condition_tensors(conditions)}

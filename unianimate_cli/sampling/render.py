@@ -23,6 +23,7 @@ DPM-Solver++(2M) also needs the last step's x̂_0: ``ResumeState.x0_prev``). So:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -216,6 +217,18 @@ def render_latents(
         return dpm_solver_2m_sample(denoiser, x, plan, schedule, callback=on_step, start_step=start, x0_prev=x0_prev)
     logger.debug("sampling %d frames in %d window(s), %d steps", x_T.shape[2], len(windows), len(plan))
     return ddim_sample(denoiser, x, plan, schedule, callback=on_step, start_step=start)
+
+
+def resolve_batch_guidance(params: RenderParams, x_T: torch.Tensor, unet: object) -> RenderParams:
+    """``params`` with ``batch_guidance`` decided (None = by this device's free memory).
+
+    Under torchrun rank 0 decides once and sends the result, so that every rank batches the
+    same way and rounds the same way.
+    """
+    if params.batch_guidance is not None:
+        return params
+    windows = plan_windows(int(x_T.shape[2]), params)
+    return dataclasses.replace(params, batch_guidance=_batch_guidance(params, windows, x_T, unet))
 
 
 def _batch_guidance(params: RenderParams, windows: list[Window], x_T: torch.Tensor, unet: object) -> bool:
