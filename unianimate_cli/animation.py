@@ -664,7 +664,9 @@ def _sample(
 
         rparams = resolve_batch_guidance(rparams, x_T.to(job.models.device), unet)  # one choice for every rank
 
-        payload = _SharedRender(job.models.model_set, job.models.dtype, job.models.size, rparams, resume)
+        payload = _SharedRender(
+            job.models.model_set, job.models.dtype, job.models.size, rparams, resume, job.params.low_memory, job.params.compile
+        )
         tensors = {"x_T": x_T, "zero_y": job.models.zero_y(), **_condition_tensors(conditions)}
         shared = launch.shared_task(dist, _follow_render, payload, tensors)
     # Low memory: conditions stay on the CPU; the sampler moves each window's share once.
@@ -690,6 +692,8 @@ class _SharedRender:
     size: tuple[int, int]
     rparams: RenderParams
     resume: Any  # sampling.render.ResumeState (x_t on the CPU) or None
+    low_memory: bool = False  # the follower streams its UNet blocks too, and keeps conditions on the CPU
+    compile_blocks: bool = False
 
 
 def _condition_tensors(conditions: Conditions) -> dict[str, torch.Tensor]:
@@ -711,12 +715,13 @@ def _follow_render(order: _SharedRender, tensors: dict[str, torch.Tensor], dist:
     from unianimate_cli.sampling.render import render_latents
 
     runtime.apply_precision_policy(order.dtype)
-    models = _Models(order.model_set, dist.device, order.dtype, *order.size)
+    models = _Models(order.model_set, dist.device, order.dtype, *order.size, order.low_memory, order.compile_blocks)
     models.set_zero_y(tensors["zero_y"])
     conditions = Conditions(**{k[len("cond.") :]: v for k, v in tensors.items() if k.startswith("cond.")})
+    conditions = conditions if order.low_memory else conditions.to(dist.device)
     with torch.no_grad():
         render_latents(
-            models.unet(), conditions.to(dist.device), tensors["x_T"].to(dist.device), order.rparams, resume=order.resume, dist=dist
+            models.unet(), conditions, tensors["x_T"].to(dist.device), order.rparams, resume=order.resume, dist=dist
         )
 
 
