@@ -307,3 +307,18 @@ def test_inputs_are_resolved_or_refused(inputs: tuple[Path, Path], tmp_path: Pat
     assert r.exit_code == 1 and "two project directories" in r.stderr
     r = invoke("--project", project, "count", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["project"] == str(project)
+
+
+def test_status_and_weights_print_once_under_torchrun(inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photo, video = inputs
+    assert invoke("count", photo, video).exit_code == 0
+    project = tmp_path / "photo-dance.unianimate"
+    for name, value in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    for args in (("status", project), ("weights",)):
+        follower = invoke(*args)
+        assert follower.exit_code == 0 and follower.stdout == "", args  # rank 0 prints it
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    leader = invoke("status", project)
+    assert leader.exit_code == 0 and "count" in leader.stdout

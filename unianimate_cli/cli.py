@@ -241,6 +241,21 @@ def run_command(opts: GlobalOptions, body: Callable[[Session], None]) -> None:
             launch.stop(started, code)
 
 
+@contextlib.contextmanager
+def single_session(opts: GlobalOptions) -> Iterator[Session]:
+    """``session`` for commands that do not split work (status, weights): under torchrun only
+    rank 0 runs them, so their output is printed once; the other ranks exit 0 at once."""
+    from unianimate_cli import distributed
+
+    if distributed.is_launched_by_torchrun():
+        from unianimate_cli import launch
+
+        if launch.rank_from_env() != 0:
+            raise typer.Exit(0)
+    with session(opts) as sess:
+        yield sess
+
+
 # ---------------------------------------------------------------------------- projects
 
 
@@ -563,7 +578,7 @@ def _status_command(registry: Any) -> Callable[..., None]:
         from unianimate_cli.runner import Runner
 
         opts = _options(ctx, kwargs)
-        with session(opts) as sess:
+        with single_session(opts) as sess:
             root, _, _ = resolve_project(opts, [project_dir] if project_dir else [])
             project = Project(root)
             project.load()
@@ -638,7 +653,7 @@ def _weights_app() -> typer.Typer:
             _options(ctx, kwargs)
             return
         opts = _options(ctx, kwargs)
-        with session(opts) as sess:
+        with single_session(opts) as sess:
             from unianimate_cli.config import load_settings
             from unianimate_cli import weights as w
 
@@ -686,7 +701,7 @@ def _weights_app() -> typer.Typer:
           unianimate weights fetch yolox_l.onnx dw-ll_ucoco_384.onnx --dest ./weights
         """
         opts = _options(ctx, kwargs)
-        with session(opts) as sess:
+        with single_session(opts) as sess:
             from unianimate_cli import weights as w
             from unianimate_cli.console import ProgressDisplay
 
@@ -727,7 +742,7 @@ def _dev_app() -> typer.Typer:
     ) -> None:
         """Compare our outputs with golden fixture folders (same as python -m unianimate_cli.parity)."""
         opts = _options(ctx, kwargs)
-        with session(opts) as sess:
+        with single_session(opts) as sess:
             from unianimate_cli.parity import run_parity
 
             failed = 0
