@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -431,3 +432,6 @@ def test_timing_from_poses_reads_fps_and_audio_span(tmp_path: Path) -> None:
     assert fps == Fraction(25, 2)
     assert audio == AudioSource(tmp_path / "dance.mp4", start_frame=4, frame_interval=3)
     assert animation.timing_from_poses(path, None) == (Fraction(25, 2), None)
+    still = tmp_path / "pose.png"  # extract-pose of an image: a still pose has no sound to carry
+    cv2.imwrite(str(still), np.zeros((8, 8, 3), np.uint8))
+    assert animation.timing_from_poses(path, still) == (Fraction(25, 2), None)

@@ -271,9 +271,11 @@ def timing_from_poses(aligned_poses: Path, driving_video: Path | None) -> tuple[
     """
     from unianimate_cli.pose.keypoints import load_poses
 
+    from unianimate_cli.media.image import media_kind
+
     seq = load_poses(Path(aligned_poses))
     fps = Fraction(seq.fps).limit_denominator(100000) if seq.fps else Fraction(8)
-    if driving_video is None:
+    if driving_video is None or media_kind(driving_video) == "image":  # a still pose has no sound
         return fps, None
     source = tuple(seq.source_frames or ())
     start = int(source[0]) if source else 0
