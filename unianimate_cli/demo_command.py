@@ -33,9 +33,7 @@ def make_demo_command(registry: Any) -> Callable[..., None]:
     ) -> None:
         """Try unianimate with no downloads: animate a synthetic figure with the small demo models.
 
-        Writes DIR/photo.png (one figure standing) and DIR/dance.mp4 (another figure dancing), then
-        runs `unianimate animate --model demo` on them; the video is
-        DIR/photo-dance.unianimate/render/out.mp4.
+        Writes DIR/photo.png (one figure standing) and DIR/dance.mp4 (another figure dancing), then runs `unianimate animate --model demo` on them; the video is DIR/photo-dance.unianimate/render/out.mp4.
 
         [bold]Examples[/bold]
 
