@@ -54,13 +54,25 @@ def test_first_step_is_a_ddim_step_and_later_ones_are_second_order() -> None:
     assert not torch.allclose(two, ddim_two, atol=1e-6)  # the second step uses the previous x̂_0
 
 
+def _toy_clip(seed: int) -> tuple[object, torch.Tensor]:
+    """(Conditions, x_T) of a 2-frame 1x1-latent clip for samplers run with a toy UNet."""
+    from unianimate_cli.sampling.conditions import Conditions
+
+    g = torch.Generator().manual_seed(seed)
+    conditions = Conditions(
+        image=torch.randn(1, 1, 4, generator=g),
+        dwpose=torch.rand(1, 3, 3, 8, 8, generator=g),
+        randomref=torch.randn(1, 4, 2, 1, 1, generator=g),
+    )
+    return conditions, torch.randn(1, 4, 2, 1, 1, generator=g)
+
+
 def test_render_latents_runs_the_opt_in_sampler_and_refuses_unknown_ones() -> None:
     import dataclasses
 
     import pytest
 
     from unianimate_cli.errors import InputError
-    from unianimate_cli.sampling.conditions import Conditions
     from unianimate_cli.sampling.render import RenderParams, plan_steps, render_latents
 
     calls: list[int] = []
@@ -69,13 +81,7 @@ def test_render_latents_runs_the_opt_in_sampler_and_refuses_unknown_ones() -> No
         calls.append(int(t[0]))
         return torch.tanh(x) * (2.0 if conditions.get("dwpose") is not None else 1.0)
 
-    g = torch.Generator().manual_seed(2)
-    conditions = Conditions(
-        image=torch.randn(1, 1, 4, generator=g),
-        dwpose=torch.rand(1, 3, 3, 8, 8, generator=g),
-        randomref=torch.randn(1, 4, 2, 1, 1, generator=g),
-    )
-    x_T = torch.randn(1, 4, 2, 1, 1, generator=g)
+    conditions, x_T = _toy_clip(seed=2)
     params = RenderParams(num_steps=10, sampler="dpm++2m")
     out = render_latents(unet, conditions, x_T, params)  # type: ignore[arg-type]
     assert len(calls) == 2 * len(plan_steps(params)) and torch.isfinite(out).all()
@@ -85,12 +91,11 @@ def test_render_latents_runs_the_opt_in_sampler_and_refuses_unknown_ones() -> No
         render_latents(unet, conditions, x_T, dataclasses.replace(params, sampler="euler"))  # type: ignore[arg-type]
 
 
-def test_interrupted_dpm_render_resumes_bit_identical_from_its_checkpoint(caplog: object) -> None:
+def test_interrupted_dpm_render_resumes_bit_identical_from_its_checkpoint() -> None:
     import dataclasses
 
     import pytest
 
-    from unianimate_cli.sampling.conditions import Conditions
     from unianimate_cli.sampling.ddim import StepState
     from unianimate_cli.sampling.render import RenderParams, ResumeState, keeps_x0, plan_steps, render_latents
 
@@ -100,13 +105,7 @@ def test_interrupted_dpm_render_resumes_bit_identical_from_its_checkpoint(caplog
         calls.append(int(t[0]))
         return torch.tanh(x) * (1.5 if conditions.get("dwpose") is not None else 1.0) + 0.01 * float(t[0]) / 1000
 
-    g = torch.Generator().manual_seed(5)
-    conditions = Conditions(
-        image=torch.randn(1, 1, 4, generator=g),
-        dwpose=torch.rand(1, 3, 3, 8, 8, generator=g),
-        randomref=torch.randn(1, 4, 2, 1, 1, generator=g),
-    )
-    x_T = torch.randn(1, 4, 2, 1, 1, generator=g)
+    conditions, x_T = _toy_clip(seed=5)
     params = RenderParams(num_steps=10, sampler="dpm++2m", batch_guidance=False)
     plan = plan_steps(params)
     assert keeps_x0(params) and not keeps_x0(dataclasses.replace(params, sampler="ddim"))
