@@ -131,3 +131,22 @@ def test_killed_run_resumes_to_identical_output(hello_site: Path, tmp_path: Path
     assert "resuming from the partial work" in rerun.stderr
     assert "taking over the lock" in rerun.stderr
     assert "discarding" not in rerun.stderr
+
+
+def test_builtin_stage_list_matches_pyproject() -> None:
+    import tomllib
+
+    from unianimate_cli.stage import BUILTIN_STAGE_TARGETS, ENTRY_POINT_GROUP
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][ENTRY_POINT_GROUP]
+    assert BUILTIN_STAGE_TARGETS == declared
+
+
+def test_uninstalled_source_tree_still_has_the_builtin_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PYTHONPATH=. python -m unianimate_cli`` (no dist-info, so no entry points) keeps every command."""
+    from importlib import metadata
+
+    monkeypatch.setattr(metadata, "entry_points", lambda **kwargs: [])
+    registry = discover_stages()
+    assert set(registry.builtin) == {"extract-pose", "align", "animate", "extend"}
+    assert registry.stages["animate"].name == "animate"

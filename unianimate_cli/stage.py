@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "unianimate.stages"
 BUILTIN_DISTRIBUTION = "unianimate"
+#: The built-in stages as pyproject.toml registers them (a test keeps the two equal). Used only
+#: when no metadata lists them: a source tree run uninstalled (``PYTHONPATH=. python -m
+#: unianimate_cli`` on a rented GPU box) would otherwise have no commands at all.
+BUILTIN_STAGE_TARGETS = {
+    "extract-pose": "unianimate_cli.stages.extract_pose:STAGE",
+    "align": "unianimate_cli.stages.align:STAGE",
+    "animate": "unianimate_cli.stages.animate:STAGE",
+    "extend": "unianimate_cli.stages.extend:STAGE",
+}
 USER_INPUT_PREFIX = "user:"
 
 
@@ -298,6 +307,8 @@ def discover_stages(include_third_party: bool | None = None) -> Registry:
     eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
     builtin_eps = [ep for ep in eps if _is_builtin(ep)]
     other_eps = [ep for ep in eps if not _is_builtin(ep)]
+    if not builtin_eps:  # running from a source tree that was never installed
+        builtin_eps = [metadata.EntryPoint(name, target, ENTRY_POINT_GROUP) for name, target in BUILTIN_STAGE_TARGETS.items()]
     registry = Registry()
     seen_builtin: set[str] = set()
     for ep in builtin_eps:
