@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -148,11 +147,10 @@ def _kind(name: str) -> str:
 
 def floors_ms(counts: dict[str, Any], peak_tflops: float, bandwidth_tbs: float) -> dict[str, float]:
     """Lower bounds of one batched call's time, per kind of work, in milliseconds."""
-    to_ms: Callable[[float, float], float] = lambda amount, rate: amount / rate * 1e3
-    return {
-        "matrix": to_ms(counts["matrix_tflop"], peak_tflops),
-        "attention": to_ms(counts["attention_tflop"], peak_tflops),
-        "norm passes": to_ms(counts["norm_floor_gb"] / 1e3, bandwidth_tbs),
+    return {  # TFLOP / (TFLOP/s) is seconds; GB / (TB/s) is milliseconds
+        "matrix": counts["matrix_tflop"] / peak_tflops * 1e3,
+        "attention": counts["attention_tflop"] / peak_tflops * 1e3,
+        "norm passes": counts["norm_floor_gb"] / bandwidth_tbs,
     }
 
 
