@@ -88,8 +88,8 @@ class _CountingAttention:
         return out
 
 
-def count(frames: int, height: int, width: int) -> dict[str, Any]:
-    """Counts for one ``guided_pair`` call of the official UNet on a ``frames``-frame clip."""
+def meta_call(frames: int, height: int, width: int) -> tuple[UniAnimateUNet, torch.Tensor, dict[str, torch.Tensor]]:
+    """The official UNet, a latent and all four conditions of a ``frames``-frame clip, on the meta device."""
     with torch.device("meta"):
         unet = UniAnimateUNet(UNetConfig.official(resolution=(width, height))).to(torch.float16).eval()
         unet.set_zero_y(torch.zeros(1, 77, unet.config.context_dim, dtype=torch.float16))
@@ -100,7 +100,13 @@ def count(frames: int, height: int, width: int) -> dict[str, Any]:
             "dwpose": torch.zeros(1, 3, frames + 1, height, width, dtype=torch.float16),
             "randomref": torch.zeros(1, 4, frames, height // 8, width // 8, dtype=torch.float16),
         }
-        t = torch.tensor([500])
+    return unet, latent, conditions
+
+
+def count(frames: int, height: int, width: int) -> dict[str, Any]:
+    """Counts for one ``guided_pair`` call of the official UNet on a ``frames``-frame clip."""
+    unet, latent, conditions = meta_call(frames, height, width)
+    t = torch.tensor([500], device="meta")
     attention = _CountingAttention()
     real_functional = layers.F
     layers.F = attention  # type: ignore[assignment]

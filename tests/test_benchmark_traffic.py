@@ -22,7 +22,7 @@ def _traffic_module() -> ModuleType:
 
 def test_counts_split_the_unets_flops_and_restore_sdpa() -> None:
     from unianimate_cli.models import layers
-    from unianimate_cli.models.unet import UNetConfig, UniAnimateUNet, guided_pair, guided_pair_features
+    from unianimate_cli.models.unet import guided_pair, guided_pair_features
 
     traffic = _traffic_module()
     frames, height, width = 3, 128, 64
@@ -30,21 +30,12 @@ def test_counts_split_the_unets_flops_and_restore_sdpa() -> None:
     assert layers.F is torch.nn.functional
 
     # Reference count: the same call with SDPA left alone (FlopCounterMode counts its FLOPs itself).
-    with torch.device("meta"):
-        unet = UniAnimateUNet(UNetConfig.official(resolution=(width, height))).to(torch.float16).eval()
-        unet.set_zero_y(torch.zeros(1, 77, unet.config.context_dim, dtype=torch.float16))
-        latent = torch.zeros(1, 4, frames, height // 8, width // 8, dtype=torch.float16)
-        conditions = {
-            "image": torch.zeros(1, 1, unet.config.context_dim, dtype=torch.float16),
-            "local_image": torch.zeros(1, 3, frames, height, width, dtype=torch.float16),
-            "dwpose": torch.zeros(1, 3, frames + 1, height, width, dtype=torch.float16),
-            "randomref": torch.zeros(1, 4, frames, height // 8, width // 8, dtype=torch.float16),
-        }
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad():
-            features = guided_pair_features(unet, latent, conditions)
-            with counter:
-                guided_pair(unet, latent, torch.tensor([500]), conditions, features=features)
+    unet, latent, conditions = traffic.meta_call(frames, height, width)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad():
+        features = guided_pair_features(unet, latent, conditions)
+        with counter:
+            guided_pair(unet, latent, torch.tensor([500], device="meta"), conditions, features=features)
     total = counter.get_total_flops() / 1e12
     assert counts["attention_tflop"] > 0
     assert abs(counts["matrix_tflop"] + counts["attention_tflop"] - total) <= 1e-6 * total
